@@ -1,0 +1,135 @@
+"""Toy densities with exact log-densities and samplers, for checking ratio estimators against the truth.
+
+Every toy has ``log_prob(x)`` ([N, d] -> [N]) and ``sample(n, seed=0)`` ([n, d]).
+Gaussians also have ``kl(other)``, the closed-form KL divergence.
+"""
+import math
+
+import torch
+
+LOG2PI = math.log(2 * math.pi)
+
+
+class Gaussian:
+    """N(mean, cov) in d dimensions; ``cov`` may be a full [d, d] matrix, a vector of variances or a scalar."""
+
+    def __init__(self, mean, cov=1.0):
+        self.mean = torch.as_tensor(mean, dtype=torch.float64).flatten()
+        d = self.mean.numel()
+        cov = torch.as_tensor(cov, dtype=torch.float64)
+        if cov.ndim == 0:
+            cov = cov * torch.eye(d, dtype=torch.float64)
+        elif cov.ndim == 1:
+            cov = torch.diag(cov)
+        self.cov = cov
+        self.dim = d
+        self._chol = torch.linalg.cholesky(cov)
+
+    def log_prob(self, x) -> torch.Tensor:
+        x = torch.as_tensor(x, dtype=torch.float64)
+        diff = (x - self.mean).T
+        sol = torch.linalg.solve_triangular(self._chol, diff, upper=False)
+        logdet = 2 * torch.log(torch.diagonal(self._chol)).sum()
+        return (-0.5 * (sol ** 2).sum(0) - 0.5 * logdet - 0.5 * self.dim * LOG2PI).float()
+
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        eps = torch.randn(n, self.dim, generator=g, dtype=torch.float64)
+        return (self.mean + eps @ self._chol.T).float()
+
+    def kl(self, other: "Gaussian") -> float:
+        """KL(self || other) in nats, closed form."""
+        d = self.dim
+        inv = torch.cholesky_inverse(other._chol)
+        diff = other.mean - self.mean
+        logdet_self = 2 * torch.log(torch.diagonal(self._chol)).sum()
+        logdet_other = 2 * torch.log(torch.diagonal(other._chol)).sum()
+        return 0.5 * (torch.trace(inv @ self.cov) + diff @ inv @ diff - d + logdet_other - logdet_self).item()
+
+
+class GaussianMixture:
+    """Equal-weight mixture of isotropic Gaussians N(mu_j, std^2 I)."""
+
+    def __init__(self, means, std: float):
+        self.means = torch.as_tensor(means, dtype=torch.float64)
+        self.std = float(std)
+        self.dim = self.means.shape[1]
+
+    def log_prob(self, x) -> torch.Tensor:
+        x = torch.as_tensor(x, dtype=torch.float64)
+        sq = ((x[:, None, :] - self.means[None]) ** 2).sum(-1) / self.std ** 2
+        comp = -0.5 * sq - self.dim * math.log(self.std) - 0.5 * self.dim * LOG2PI
+        return (torch.logsumexp(comp, dim=1) - math.log(len(self.means))).float()
+
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randint(len(self.means), (n,), generator=g)
+        return (self.means[idx] + self.std * torch.randn(n, self.dim, generator=g, dtype=torch.float64)).float()
+
+
+class Checkerboard:
+    """Uniform density on the dark squares of a 4x4 checkerboard covering [-2*side, 2*side]^2."""
+
+    dim = 2
+
+    def __init__(self, side: float = 1.0):
+        self.side = float(side)
+
+    def _dark(self, x: torch.Tensor) -> torch.Tensor:
+        ij = torch.floor(x / self.side).long()
+        inside = (x.abs() < 2 * self.side).all(dim=1)
+        return inside & ((ij[:, 0] + ij[:, 1]) % 2 == 0)
+
+    def log_prob(self, x) -> torch.Tensor:
+        x = torch.as_tensor(x, dtype=torch.float64)
+        area = 8 * self.side ** 2  # 8 dark squares
+        lp = torch.full((len(x),), -math.log(area), dtype=torch.float64)
+        return torch.where(self._dark(x), lp, torch.full_like(lp, -math.inf)).float()
+
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        cells = torch.tensor([(i, j) for i in range(-2, 2) for j in range(-2, 2) if (i + j) % 2 == 0],
+                             dtype=torch.float64)
+        idx = torch.randint(len(cells), (n,), generator=g)
+        return ((cells[idx] + torch.rand(n, 2, generator=g, dtype=torch.float64)) * self.side).float()
+
+
+def eight_gaussians(radius: float = 2.0, std: float = 0.2) -> GaussianMixture:
+    """Eight Gaussians evenly spaced on a circle."""
+    t = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+    return GaussianMixture(radius * torch.stack([t.cos(), t.sin()], 1), std)
+
+
+def rings(radii=(1.0, 2.0), per_ring: int = 24, std: float = 0.08) -> GaussianMixture:
+    """Concentric rings, each a dense mixture of small Gaussians (so the log-density stays exact)."""
+    means = []
+    for r in radii:
+        t = torch.arange(per_ring, dtype=torch.float64) * (2 * math.pi / per_ring)
+        means.append(r * torch.stack([t.cos(), t.sin()], 1))
+    return GaussianMixture(torch.cat(means), std)
+
+
+def standard_normal(dim: int = 2) -> Gaussian:
+    return Gaussian(torch.zeros(dim), 1.0)
+
+
+def gaussian_pair(gap: float, dim: int = 2) -> tuple:
+    """A pair (p, q) whose gap grows with ``gap``: p = N(gap * e_1 / sqrt(2)... , s^2 I), q = N(0, I).
+
+    p's mean moves out along the diagonal by ``gap`` and its std shrinks to 1/(1 + gap/2), so
+    KL(p || q) grows roughly like gap^2 / 2 + d log(1 + gap/2).
+    """
+    mean = torch.full((dim,), gap / math.sqrt(dim))
+    std = 1.0 / (1.0 + gap / 2)
+    return Gaussian(mean, std ** 2), standard_normal(dim)
+
+
+def true_log_ratio(p, q, x) -> torch.Tensor:
+    """log p(x) - log q(x) from the exact densities."""
+    return p.log_prob(x) - q.log_prob(x)
+
+
+def kl_estimate(log_ratio_fn, xp) -> float:
+    """Monte-Carlo KL(p || q) = E_p[log p/q] using samples xp ~ p and any log-ratio function."""
+    with torch.no_grad():
+        return log_ratio_fn(xp).mean().item()
