@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .nce import nce_accuracy, nce_loss
-from .nets import RatioMLP
+from .nets import RatioMLP, stacked_log_ratios
 
 
 def alpha_schedule(n_ratios: int, power: float = 1.0) -> torch.Tensor:
@@ -72,20 +72,23 @@ class TelescopingRatio(nn.Module):
 
     def stage_log_ratios(self, x: torch.Tensor) -> torch.Tensor:
         """[N, m]: column k is the estimate of log p_k(x)/p_{k+1}(x)."""
-        return torch.stack([r(x) for r in self.ratios], dim=1)
+        return stacked_log_ratios(self.ratios, x).T
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stage_log_ratios(x).sum(dim=1)
 
 
 def tre_loss(model: TelescopingRatio, waymarks: list) -> tuple:
-    """Sum over stages of Eq. 4 between consecutive waymarks; also returns per-stage losses and accuracies."""
-    losses, accs = [], []
-    for k, ratio in enumerate(model.ratios):
-        lp, lq = ratio(waymarks[k]), ratio(waymarks[k + 1])
-        losses.append(nce_loss(lp, lq))
-        accs.append(nce_accuracy(lp, lq))
-    return torch.stack(losses).sum(), [l.item() for l in losses], accs
+    """Eq. 4 for every stage k between waymarks k and k+1, all stages in one batched pass.
+
+    Returns (sum of stage losses, [m] stage losses, [m] stage accuracies).
+    """
+    w = torch.stack(waymarks)                                  # [m+1, B, d]
+    b = w.shape[1]
+    out = stacked_log_ratios(model.ratios, torch.cat([w[:-1], w[1:]], dim=1))  # [m, 2B]
+    lp, lq = out[:, :b], out[:, b:]
+    losses = nce_loss(lp, lq)
+    return losses.sum(), losses.detach(), nce_accuracy(lp, lq)
 
 
 def _as_samples(x, name: str) -> torch.Tensor:
@@ -100,7 +103,7 @@ def _as_samples(x, name: str) -> torch.Tensor:
     return x
 
 
-def fit_log_ratio(xp, xq, method: str = "nce", n_ratios: int = 1, steps: int = 2000, batch_size: int = 512,
+def fit_log_ratio(xp, xq, method: str = "nce", n_ratios: int = 1, steps: int = 1500, batch_size: int = 256,
                   lr: float = 1e-3, seed: int = 0, *, waymarks: str = "linear", power: float = 1.0,
                   hidden: int = 200, progress: bool = False) -> TelescopingRatio:
     """Estimate log p(x)/q(x) from samples ``xp`` ~ p and ``xq`` ~ q, both [N, d].
@@ -137,7 +140,7 @@ def fit_log_ratio(xp, xq, method: str = "nce", n_ratios: int = 1, steps: int = 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        for k in range(n_ratios):
-            model.losses[k].append(per_stage[k])
-            model.accuracies[k].append(accs[k])
+        for k, (l, a) in enumerate(zip(per_stage.tolist(), accs.tolist())):
+            model.losses[k].append(l)
+            model.accuracies[k].append(a)
     return model.eval()
