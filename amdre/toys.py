@@ -114,10 +114,11 @@ def standard_normal(dim: int = 2) -> Gaussian:
 
 
 def gaussian_pair(gap: float, dim: int = 2) -> tuple:
-    """A pair (p, q) whose gap grows with ``gap``: p = N(gap * e_1 / sqrt(2)... , s^2 I), q = N(0, I).
+    """A pair (p, q) = (N(mu, s^2 I), N(0, I)) that drifts apart as ``gap`` grows.
 
-    p's mean moves out along the diagonal by ``gap`` and its std shrinks to 1/(1 + gap/2), so
-    KL(p || q) grows roughly like gap^2 / 2 + d log(1 + gap/2).
+    p's mean moves out along the diagonal to distance ``gap`` (|mu| = gap) and its std shrinks to
+    s = 1/(1 + gap/2), so KL(p || q) = gap^2/2 + (d/2)(s^2 - 1 - log s^2): 0.76 nats at gap 1,
+    14 at gap 5, 27 at gap 7, 43 at gap 9 in two dimensions.
     """
     mean = torch.full((dim,), gap / math.sqrt(dim))
     std = 1.0 / (1.0 + gap / 2)
