@@ -48,6 +48,7 @@ lab: $(STAMP)
 notebooks: $(STAMP)
 	$(PY) tools/mknb.py tools/notebooks/*.py
 	@for nb in $(NOTEBOOKS); do echo "== $$nb"; $(PY) -m papermill --cwd notebooks $$nb $$nb || exit 1; done
+	$(PY) tools/mknb.py --strip $(NOTEBOOKS)
 
 # Paper-scale training of one preset (configs/$(DATASET).yaml) into runs/$(DATASET)/; re-running resumes.
 paper: $(STAMP)

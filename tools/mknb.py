@@ -30,7 +30,21 @@ def build(src: str) -> nbformat.NotebookNode:
     return nb
 
 
+def strip(path: str) -> None:
+    """Drop volatile metadata (papermill timings, execution timestamps) from an executed notebook."""
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, path)
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--strip":
+        for path in sys.argv[2:]:
+            strip(path)
+        sys.exit(0)
     for path in sys.argv[1:]:
         out = os.path.join(ROOT, "notebooks", os.path.basename(path).replace(".py", ".ipynb"))
         nbformat.write(build(open(path).read()), out)
