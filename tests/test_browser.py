@@ -41,8 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The notebook under test; JupyterLab's root folder is its parent folder.
 # Switch to the real notebook with this one line:
-# NOTEBOOK = REPO / "notebooks" / "04_stage_explorer.ipynb"
-NOTEBOOK = REPO / "tests" / "browser_fixtures" / "stage_explorer_standin.ipynb"
+NOTEBOOK = REPO / "notebooks" / "04_stage_explorer.ipynb"
 SLIDER_DESCRIPTION = "stage"  # the IntSlider's `description`
 
 WALKTHROUGH_PNG = REPO / "figures" / "jupyterlab_walkthrough.png"
