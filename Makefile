@@ -50,8 +50,15 @@ notebooks: $(STAMP)
 	@for nb in $(NOTEBOOKS); do echo "== $$nb"; $(PY) -m papermill --cwd notebooks $$nb $$nb || exit 1; done
 	$(PY) tools/mknb.py --strip $(NOTEBOOKS)
 
-# Paper-scale training of one preset (configs/$(DATASET).yaml) into runs/$(DATASET)/; re-running resumes.
+# Paper-scale training of one preset, configs/$(DATASET).yaml (svhn, cifar10, celeba, celeba_hq; ci = a tiny CPU
+# check), into $(OUT): checkpoints, train.log, grids, metrics.json, and the executed notebook of every invocation
+# (time-stamped, so none is overwritten). Re-running the same command resumes. Extra papermill parameters:
+# make paper DATASET=svhn PARAMS="-p epochs 10 -p device cuda:1"
+OUT ?= runs/$(DATASET)
+PAPER_NB = $(OUT)/05_paper_scale-$(shell date +%Y%m%d-%H%M%S).ipynb
 paper: $(STAMP)
-	@mkdir -p runs/$(DATASET)
-	$(PY) -m papermill --cwd notebooks -f configs/$(DATASET).yaml -p out_dir runs/$(DATASET) -p resume True \
-	  notebooks/05_paper_scale.ipynb runs/$(DATASET)/05_paper_scale.ipynb
+	@test -f configs/$(DATASET).yaml || { echo "unknown preset DATASET=$(DATASET): there is no configs/$(DATASET).yaml" \
+	  "(presets: $(basename $(notdir $(wildcard configs/*.yaml))))"; exit 2; }
+	@mkdir -p $(OUT)
+	$(PY) -m papermill --cwd notebooks --log-output -f configs/$(DATASET).yaml -p out_dir $(OUT) $(PARAMS) \
+	  notebooks/05_paper_scale.ipynb $(PAPER_NB)

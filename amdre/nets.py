@@ -98,8 +98,15 @@ def _digits(nz, ngf):      # MLP for scikit-learn's 8x8 digits: nz -> 4 ngf -> 4
     return layers, (1, 8, 8)
 
 
+def _mnist_mlp(nz, ngf):   # fast CPU MLP for 28x28 grey images: nz -> 16 ngf -> 16 ngf -> 784 (notebooks 06, 07)
+    h = ngf * 16
+    layers = [nn.Flatten(1), nn.Linear(nz, h), nn.LeakyReLU(0.2), nn.Linear(h, h), nn.LeakyReLU(0.2),
+              nn.Linear(h, 28 * 28), nn.Unflatten(1, (1, 28, 28)), nn.Tanh()]
+    return layers, (1, 28, 28)
+
+
 GENERATORS = {"svhn": _svhn, "cifar10": _cifar10, "celeba": _celeba, "celeba128": _celeba128,
-              "mnist": _mnist, "digits": _digits}
+              "mnist": _mnist, "digits": _digits, "mnistmlp": _mnist_mlp}
 
 
 class Generator(nn.Module):
@@ -125,7 +132,8 @@ def generator(name: str, nz: int = 100, ngf: int = 64) -> Generator:
 
     "svhn", "cifar10", "celeba" follow Table 5 (the paper uses nz=128 for "cifar10");
     "celeba128" adds one upsampling layer (128x128, for the CelebA-HQ preset); "mnist" (28x28x1) and
-    "digits" (8x8x1) are small CPU-sized models of our own. ``ngf`` scales every width.
+    "digits" (8x8x1) are small CPU-sized models of our own, as is "mnist-mlp" (28x28x1, two hidden layers of
+    16 ngf units: several times faster than "mnist" on a CPU). ``ngf`` scales every width.
     """
     key = str(name).lower().replace("-", "")
     if key not in GENERATORS:

@@ -229,7 +229,8 @@ def plot_stage(prior, k: int, z_post, generator=None, extent: float = 3.0, n: in
     axes[1].contour(xx, yy, g["p_k"], levels=5, colors="C0", linewidths=0.8)
     axes[1].scatter(pts[:, 0], pts[:, 1], s=2, c="C1", alpha=0.5)
     axes[1].set_title(f"posterior samples: $q_{{{k}}}$")
-    lim = max(float(np.percentile(np.abs(g["log_r"]), 99)), 1e-3)
+    with torch.no_grad():   # colour range: where the posterior samples are (far corners saturate)
+        lim = max(float(prior.stages[k](z).abs().quantile(0.99)), 1e-3)
     axes[2].pcolormesh(xx, yy, g["log_r"], cmap="RdBu_r", vmin=-lim, vmax=lim, shading="auto")
     axes[2].set_title(f"log $r_{{{k}}}$ ≈ log $q_{{{k}}}/p_{{{k}}}$")
     axes[3].pcolormesh(xx, yy, g["p_next"], cmap="Blues", shading="auto")
@@ -249,3 +250,143 @@ def plot_stage(prior, k: int, z_post, generator=None, extent: float = 3.0, n: in
             x = generator(zs.to(next(iter(generator.parameters()), zs).device)).cpu()
         show_images(x, nrow=int(np.ceil(np.sqrt(n_samples))), ax=axes[4], title=f"decoded samples of $p_{{{k + 1}}}$")
     return axes[0].figure
+
+
+@torch.no_grad()
+def grid_log_density(prior, z, n_stages: int, extent: float = 3.0, n: int = 200) -> torch.Tensor:
+    """log p_j(z) [N] of a 2-D EBMPrior with j = ``n_stages``, normalised over the n x n plotting grid on
+    [-extent, extent]^2 (the normaliser is a Riemann sum there, as ``stage_grid``'s densities are), so that
+    densities of different stages can be compared on the samples z [N, 2]."""
+    if getattr(prior, "nz", None) != 2:
+        raise ValueError(f"grid_log_density needs a 2-D latent (prior.nz == 2); got nz={getattr(prior, 'nz', None)!r}")
+    pts, _, _ = grid_points(extent, n)
+    log_z = torch.logsumexp(prior.log_prob(pts, n_stages=n_stages), 0) + 2 * np.log(2 * extent / (n - 1))
+    return prior.log_prob(torch.as_tensor(z).float(), n_stages=n_stages) - log_z
+
+
+# --------------------------------------------------------------------------- evaluation (notebooks 06, 07, 08)
+def plot_auprc_table(ours: dict, chance: dict, paper: dict = None, ax=None, title: str = None):
+    """Grouped bars of AUPRC per held-out class (Table 2 as a plot).
+
+    ``ours`` maps a method name to {class: [AUPRC per repeat]} (drawn as mean with a std error bar),
+    ``chance`` maps each class to the chance AUPRC (a black tick per group), ``paper`` optionally maps a
+    method to {class: (mean, std or None)} (drawn hatched, behind ours, for the classes it covers).
+    """
+    if not ours:
+        raise ValueError("ours must hold at least one method")
+    classes = list(chance)
+    series = [(name, {c: (float(np.mean(v)), float(np.std(v))) for c, v in res.items()}, False)
+              for name, res in ours.items()]
+    series += [(f"paper: {name}", {c: (m, s or 0.0) for c, (m, s) in res.items()}, True)
+               for name, res in (paper or {}).items()]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.2 + 0.35 * len(series) * len(classes), 3.6), constrained_layout=True)
+    width = 0.8 / len(series)
+    x = np.arange(len(classes))
+    for j, (name, res, hatched) in enumerate(series):
+        pos = [x[i] - 0.4 + (j + 0.5) * width for i, c in enumerate(classes) if c in res]
+        vals = [res[c] for c in classes if c in res]
+        ax.bar(pos, [m for m, _ in vals], width, yerr=[s for _, s in vals], capsize=2, label=name,
+               hatch="//" if hatched else None, alpha=0.55 if hatched else 0.95,
+               edgecolor="k" if hatched else None, linewidth=0.4)
+    for i, c in enumerate(classes):
+        ax.hlines(chance[c], x[i] - 0.45, x[i] + 0.45, colors="k", linestyles="--", linewidth=1,
+                  label="chance (anomaly fraction)" if i == 0 else None)
+    ax.set_xticks(x, [str(c) for c in classes])
+    ax.set_xlabel("held-out (anomalous) class")
+    ax.set_ylabel("AUPRC")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    if title:
+        ax.set_title(title)
+    return ax.figure
+
+
+def plot_ablation(stages, results: dict, paper: dict = None, ylabel: str = "FD-classifier", axes=None):
+    """Table 3 as a plot: a score against the number of stages, one line per training method.
+
+    ``results`` maps a method ("adaptive", "non-adaptive") to {n_stages: [values per seed]} (mean line,
+    min-max band); ``paper`` optionally maps the same methods to {n_stages: FID} (right panel).
+    """
+    n_panels = 2 if paper else 1
+    if axes is None:
+        _, axes = plt.subplots(1, n_panels, figsize=(4.6 * n_panels, 3.4), constrained_layout=True)
+    axes = np.atleast_1d(axes)
+    for j, (name, res) in enumerate(results.items()):
+        ks = [k for k in stages if k in res]
+        vals = [np.asarray(res[k], float) for k in ks]
+        axes[0].plot(ks, [v.mean() for v in vals], "o-", color=f"C{j}", label=name)
+        axes[0].fill_between(ks, [v.min() for v in vals], [v.max() for v in vals], color=f"C{j}", alpha=0.2)
+    axes[0].set_xlabel("number of stages m")
+    axes[0].set_ylabel(f"{ylabel} (lower is better)")
+    axes[0].set_title("ours")
+    if paper:
+        for j, (name, res) in enumerate(paper.items()):
+            ks = sorted(res)
+            axes[1].plot(ks, [res[k] for k in ks], "s--", color=f"C{j}", label=name)
+        axes[1].set_xlabel("number of stages m")
+        axes[1].set_ylabel("FID (lower is better)")
+        axes[1].set_title("paper, Table 3 (CelebA)")
+    for ax in axes:
+        ax.set_xticks(sorted({k for r in [*results.values(), *(paper or {}).values()] for k in r}))
+        ax.legend()
+    return axes[0].figure
+
+
+def _frames_array(frames) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray([np.asarray(f) for f in frames]) if not torch.is_tensor(frames) else frames)
+    if x.ndim != 5 or x.shape[0] == 0 or x.shape[1] == 0 or x.shape[2] not in (1, 3):
+        raise ValueError(f"frames must be [T, N, C, H, W] (T recorded steps of N chains, C = 1 or 3); "
+                         f"got {tuple(x.shape)}")
+    return x.float()
+
+
+def plot_trajectory_strip(frames, steps, n_chains: int = 8, n_cols: int = 9, title: str = None):
+    """Fig. 5 as a static strip: rows are chains, columns are Langevin steps (evenly picked from ``steps``).
+
+    ``frames`` [T, N, C, H, W] holds the decoded images of N chains at the T recorded ``steps``.
+    """
+    x = _frames_array(frames)
+    steps = list(steps)
+    if len(steps) != x.shape[0]:
+        raise ValueError(f"steps must have one entry per frame ({x.shape[0]}); got {len(steps)}")
+    cols = np.unique(np.linspace(0, len(steps) - 1, min(n_cols, len(steps))).round().astype(int))
+    rows = min(n_chains, x.shape[1])
+    sel = x[cols][:, :rows].transpose(0, 1).reshape(-1, *x.shape[2:])          # row-major: chain, then step
+    fig, ax = plt.subplots(figsize=(1.0 * len(cols) + 0.4, 1.0 * rows + 0.5), constrained_layout=True)
+    show_images(sel, nrow=len(cols), ax=ax)
+    h, pad = x.shape[3], 1
+    ax.set_xticks([pad + i * (x.shape[4] + pad) + x.shape[4] / 2 for i in range(len(cols))],
+                  [str(steps[c]) for c in cols])
+    ax.set_xlabel("Langevin step")
+    ax.set_ylabel("chain")
+    ax.set_title(title or "prior Langevin from $p_0 = N(0, I)$ towards $p_\\phi$")
+    return fig
+
+
+def trajectory_animation(frames, steps, nrow: int = 8, interval: int = 120, title: str = "step {step}"):
+    """A matplotlib FuncAnimation of decoded Langevin chains: frame t shows all N chains at ``steps[t]``.
+
+    Save with ``anim.save(path, writer="pillow")`` (no ffmpeg needed); show inline with
+    ``IPython.display.HTML(anim.to_jshtml())``; close the figure afterwards (``plt.close(anim._fig)``).
+    """
+    from matplotlib import animation
+
+    x = _frames_array(frames)
+    steps = list(steps)
+    if len(steps) != x.shape[0]:
+        raise ValueError(f"steps must have one entry per frame ({x.shape[0]}); got {len(steps)}")
+    grids = [image_grid(f, nrow) for f in x]
+    fig, ax = plt.subplots(figsize=(0.5 * min(nrow, x.shape[1]) + 0.4, 0.5 * -(-x.shape[1] // nrow) + 0.6))
+    im = ax.imshow(grids[0], cmap="gray" if grids[0].ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    label = ax.set_title(title.format(step=steps[0]))
+    fig.tight_layout()
+
+    def update(t):
+        im.set_data(grids[t])
+        label.set_text(title.format(step=steps[t]))
+        return im, label
+
+    return animation.FuncAnimation(fig, update, frames=len(grids), interval=interval, blit=False)

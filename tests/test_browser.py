@@ -40,7 +40,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 # The notebook under test; JupyterLab's root folder is its parent folder.
-# Switch to the real notebook with this one line:
 NOTEBOOK = REPO / "notebooks" / "04_stage_explorer.ipynb"
 SLIDER_DESCRIPTION = "stage"  # the IntSlider's `description`
 

@@ -6,7 +6,7 @@ import torch.nn as nn
 from amdre.nets import GENERATORS, generator
 
 SHAPES = {"svhn": (3, 32, 32), "cifar10": (3, 32, 32), "celeba": (3, 64, 64), "celeba128": (3, 128, 128),
-          "mnist": (1, 28, 28), "digits": (1, 8, 8)}
+          "mnist": (1, 28, 28), "digits": (1, 8, 8), "mnistmlp": (1, 28, 28)}
 
 
 @pytest.fixture(autouse=True)
