@@ -364,11 +364,12 @@ def plot_trajectory_strip(frames, steps, n_chains: int = 8, n_cols: int = 9, tit
     return fig
 
 
-def trajectory_animation(frames, steps, nrow: int = 8, interval: int = 120, title: str = "step {step}"):
+def trajectory_animation(frames, steps, nrow: int = 8, interval: int = 120, title: str = "step {step}", dpi: int = 72):
     """A matplotlib FuncAnimation of decoded Langevin chains: frame t shows all N chains at ``steps[t]``.
 
     Save with ``anim.save(path, writer="pillow")`` (no ffmpeg needed); show inline with
     ``IPython.display.HTML(anim.to_jshtml())``; close the figure afterwards (``plt.close(anim._fig)``).
+    ``dpi`` sets the frame resolution (and so the size of the GIF and of the embedded frames).
     """
     from matplotlib import animation
 
@@ -377,7 +378,7 @@ def trajectory_animation(frames, steps, nrow: int = 8, interval: int = 120, titl
     if len(steps) != x.shape[0]:
         raise ValueError(f"steps must have one entry per frame ({x.shape[0]}); got {len(steps)}")
     grids = [image_grid(f, nrow) for f in x]
-    fig, ax = plt.subplots(figsize=(0.5 * min(nrow, x.shape[1]) + 0.4, 0.5 * -(-x.shape[1] // nrow) + 0.6))
+    fig, ax = plt.subplots(figsize=(0.5 * min(nrow, x.shape[1]) + 0.4, 0.5 * -(-x.shape[1] // nrow) + 0.6), dpi=dpi)
     im = ax.imshow(grids[0], cmap="gray" if grids[0].ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
