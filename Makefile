@@ -33,7 +33,7 @@ demo: $(STAMP)
 
 # Unit tests, the JupyterLab browser test, then nbval over every notebook (claims are asserted in cells).
 test: $(STAMP)
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
+	$(PY) -m pytest notebooks tests --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests -m "not browser" -p no:cacheprovider

@@ -58,7 +58,7 @@ VIEWPORT = {"width": 1400, "height": 900}
 SERVER_START_S = 60  # JupyterLab answering /api/status
 PAGE_LOAD_S = 60  # notebook rendered and kernel idle
 RUN_ALL_S = 150  # Run -> Run All Cells until every code cell has run
-WIDGET_S = 30  # slider and its figure shown after the run
+WIDGET_S = 90  # slider and its figure shown after the run (a first start in a fresh venv is slow)
 RERENDER_S = 60  # figure redrawn after the slider moved
 
 STDERR_MIME = "application/vnd.jupyter.stderr"

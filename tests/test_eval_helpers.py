@@ -13,11 +13,8 @@ from amdre.prior import EBMPrior
 
 
 @pytest.fixture(autouse=True)
-def one_thread_and_close():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def close_figures():
     yield
-    torch.set_num_threads(n)
     plt.close("all")
 
 

@@ -9,14 +9,6 @@ SHAPES = {"svhn": (3, 32, 32), "cifar10": (3, 32, 32), "celeba": (3, 64, 64), "c
           "mnist": (1, 28, 28), "digits": (1, 8, 8), "mnistmlp": (1, 28, 28)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_shapes_and_range(name):
     torch.manual_seed(0)

@@ -18,15 +18,6 @@ class Linear(nn.Module):
         return (z @ self.A.T + self.b).view(len(z), 1, 1, -1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors on a shared 2-core machine: one thread is several times faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tilt(a):
     """A stage with log r(z) = a^T z, so that p(z) ∝ exp(a^T z) N(0, I) = N(a, I)."""
     lin = nn.Linear(len(a), 1, bias=False)

@@ -11,14 +11,6 @@ from amdre import metrics
 from amdre.metrics import (auprc, chance_auprc, classifier_features, fd_classifier, fd_classifier_score,
                            frechet_distance, heldout_split)
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU, 2 contended threads made these tests ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 needs_langevin = pytest.mark.skipif(importlib.util.find_spec("amdre.langevin") is None,
                                     reason="amdre.langevin not written yet")

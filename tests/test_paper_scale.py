@@ -23,14 +23,6 @@ from amdre.train import PARAMS, Trainer, TrainConfig, check_params, config_from_
 TINY = ["--config", "ci", "--n-train", "300", "--epochs", "2", "--stage-every", "1", "--no-eval"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def run(tmp, *args, epochs=None):
     argv = TINY + ["--out-dir", str(tmp), *args] + (["--epochs", str(epochs)] if epochs else [])
     return paper.main(argv)

@@ -7,14 +7,6 @@ from amdre.nets import RatioMLP
 from amdre.prior import EBMPrior
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def manual_log_prob(prior, z, n):
     out = -0.5 * (z * z).sum(1)
     for stage in list(prior.stages)[:n]:

@@ -8,14 +8,6 @@ from amdre.data import ImageData, load
 from amdre.train import Trainer, TrainConfig, load_checkpoint, posterior_bank, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     d = load("digits")
