@@ -191,6 +191,9 @@ def lab_server(tmp_path_factory):
         env[var] = str(tmp / sub)
     env.pop("JUPYTER_PATH", None)
     env.pop("JUPYTER_CONFIG_PATH", None)
+    # A person's JupyterLab draws figures with the inline backend; MPLBACKEND=Agg (common in CI)
+    # would leave the widget's Output without a PNG.
+    env.pop("MPLBACKEND", None)
     for plugin, values in LAB_SETTINGS.items():
         f = tmp / "settings" / f"{plugin}.jupyterlab-settings"
         f.parent.mkdir(parents=True, exist_ok=True)
