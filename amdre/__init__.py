@@ -1,10 +1,14 @@
-"""amdre: adaptive multi-stage density ratio estimation for latent-space EBMs (Xiao & Han, 2022)."""
+"""amdre: adaptive multi-stage density ratio estimation for latent-space EBMs (Xiao & Han, NeurIPS 2022).
+
+The method in five modules, each readable in one sitting: ``nce`` (Eq. 4), ``tre`` (Eq. 5), ``prior``
+(Eq. 6/8), ``langevin`` (Eq. 3) and ``train`` (Sec. 3.3, Fig. 1); ``nets`` holds the networks of App. A.
+"""
 from .langevin import sample_posterior, sample_prior
 from .nce import nce_accuracy, nce_loss
 from .nets import RatioMLP, generator
 from .prior import EBMPrior
 from .tre import TelescopingRatio, fit_log_ratio, make_waymarks
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["fit_log_ratio", "nce_loss", "nce_accuracy", "RatioMLP", "TelescopingRatio", "make_waymarks",
            "generator", "EBMPrior", "sample_posterior", "sample_prior"]

@@ -27,9 +27,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-NAMES = ("mnist", "fashion-mnist", "mnist5k", "digits", "svhn", "cifar10", "celeba")
+from . import paths
+from .files import atomic_save
+
+NAMES = ("mnist", "fashion-mnist", "fashion12k", "mnist5k", "digits", "svhn", "cifar10", "celeba")
+SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "fashion12k": (1, 28, 28), "mnist5k": (1, 28, 28),
+          "digits": (1, 8, 8),
+          "svhn": (3, 32, 32), "cifar10": (3, 32, 32), "celeba": (3, 64, 64)}      # CelebA: (3, image_size, image_size)
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 CELEBA_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
+BUNDLED = Path(__file__).resolve().parents[1] / "data"        # data committed with the repository (fashion12k)
 
 
 class ImageData(Dataset):
@@ -58,27 +65,40 @@ class ImageData(Dataset):
         return f"ImageData(name={self.name!r}, n={len(self)}, shape={self.shape})"
 
 
-def load(name: str, root: str | os.PathLike = "data", split: str = "train",
+def load(name: str, root: str | os.PathLike | None = None, split: str = "train",
          download: bool = False, n: int | None = None, image_size: int = 64) -> ImageData:
-    """Load dataset ``name`` from ``root``; keep the first ``n`` examples if given.
+    """Load dataset ``name`` from ``root`` (default: the repo's ``data/``, ``amdre.paths.data()``); keep the
+    first ``n`` examples if given.
 
     ``split`` is "train"/"test" ("valid" and "all" too for CelebA; "all" too
     for mnist5k and digits). ``image_size`` only applies to CelebA (default
     64; 128 for CelebA-HQ-style use), where ``n`` defaults to 40,000 for the
     training split. Raises FileNotFoundError saying where to put missing files.
     """
-    key = name.lower().replace("_", "-")
-    key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}.get(key, key)
-    if key not in NAMES:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(NAMES)}")
-    root = Path(root)
+    key = canonical(name)
+    root = Path(root) if root else paths.data()
     if key == "celeba":
         n = 40_000 if (n is None and split == "train") else n
         return _finish(_celeba(root, split, n, image_size), None, key, n)
-    loader = {"mnist": _mnist, "fashion-mnist": _fashion_mnist, "mnist5k": _mnist5k,
+    loader = {"mnist": _mnist, "fashion-mnist": _fashion_mnist, "fashion12k": _fashion12k, "mnist5k": _mnist5k,
               "digits": _digits, "svhn": _svhn, "cifar10": _cifar10}[key]
     images, labels = loader(root, split, download)
     return _finish(images, labels, key, n)
+
+
+def canonical(name: str) -> str:
+    """The ``NAMES`` entry of a dataset name ("Fashion_MNIST" -> "fashion-mnist", "cifar-10" -> "cifar10")."""
+    key = str(name).lower().replace("_", "-")
+    key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}.get(key, key)
+    if key not in NAMES:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(NAMES)}")
+    return key
+
+
+def shape(name: str, image_size: int = 64) -> tuple:
+    """(C, H, W) of one image of dataset ``name`` (CelebA: ``image_size`` square)."""
+    key = canonical(name)
+    return (3, image_size, image_size) if key == "celeba" else SHAPES[key]
 
 
 def available_offline() -> list[str]:
@@ -171,6 +191,17 @@ def _fashion_mnist(root: Path, split: str, download: bool):
                   f"dataset-fashion-mnist; files in {DEBIAN_FASHION_MNIST}).")
 
 
+def _fashion12k(root: Path, split: str, download: bool):
+    """The first 10,000 training and 2,000 test images of Fashion-MNIST, committed in the repo's data/fashion12k/."""
+    _check_split(split, ("train", "test"))
+    folder = next((f for f in (root / "fashion12k", BUNDLED / "fashion12k") if f.is_dir()), BUNDLED / "fashion12k")
+    pair = _read_idx_pair(folder, split)
+    if pair is None:
+        raise _missing("fashion12k", f"{folder}/{{{','.join(_idx_files(split))}}}.gz",
+                       "It is part of the amdre repository (data/fashion12k/): restore it with git checkout data/.")
+    return pair
+
+
 def _torchvision(cls: str, root: Path, **kwargs) -> None:
     """Download through torchvision's dataset class ``cls`` (only reached with download=True)."""
     import torchvision
@@ -258,13 +289,10 @@ def _celeba(root: Path, split: str, n: int | None, size: int) -> torch.Tensor:
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         faces = list(pool.map(lambda f: _face(img_dir / f, size), files))
     images = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).contiguous()
-    tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
-    try:  # atomic write: never leave a half-written cache behind
-        torch.save(images, tmp)
-        os.replace(tmp, cache)
+    try:
+        atomic_save(images, cache)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        warnings.warn(f"could not write CelebA cache {cache}: {err}")
+        warnings.warn(f"could not write the CelebA cache (loading works without it): {err}")
     return images
 
 

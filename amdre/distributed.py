@@ -1,35 +1,30 @@
 """Data-parallel training over processes started by ``torchrun`` (NCCL on GPUs, gloo on CPUs).
 
-    torchrun --standalone --nproc_per_node=N -m amdre.train --config configs/svhn.yaml
+    torchrun --standalone --nproc_per_node=N -m amdre --config configs/svhn.yaml
 
-What each rank does (``amdre.train.Trainer`` reads ``world()`` and does the rest):
+A W-process run computes what one process computes with the same global batch, up to float rounding;
+``tests/test_distributed.py`` asserts it with 2 gloo processes on a CPU. The pieces (``amdre.accel``
+puts them around the Trainer's step; the model and sampler code never sees them):
 
-* **Batches.** Every rank draws the *same* global batches as one process would (same seed, same
-  shuffling generator) and keeps a contiguous slice of each: rank r of W takes rows
-  ``shard(n, r, W)`` of a global batch of n (``ShardedBatches``). The global batch is ``batch_size``.
-* **Random numbers.** Every random draw of a step (posterior start, Langevin noise, prior noise) is
-  made for the whole global batch and sliced to the rank's rows (``rows=(lo, hi, n)`` in
-  ``amdre.langevin``), so a rank's chains are exactly the chains one process would run for those rows.
-* **Gradients.** The generator and the current stage's ratio net are wrapped in
-  DistributedDataParallel, which averages gradients over ranks; each rank's loss is its row mean
-  times ``W * n_rank / n``, so the average is the gradient of the global-batch mean (also for an
-  uneven last batch). Per-batch statistics are all-reduced the same way, so every rank logs, and
-  stops on a NaN, identically.
-* **Memory bank.** Each rank reads and writes the bank rows of the examples in its shard of each
-  batch. In a stage's last epoch every row is written exactly once by one rank; the written rows
-  are merged into every rank's copy at the end of that epoch (one all-reduce of N x nz floats per
-  stage, ~29 MB for SVHN). The bank itself is replicated: it is small next to the images.
+* **Batches.** Every rank draws the same global batches as one process would (same seed, same
+  shuffling) and keeps a contiguous slice of each: rank r of W takes rows ``shard(n, r, W)``
+  (``ShardedBatches``).
+* **Random numbers.** ``shard_randn(lo, hi, n)`` is the samplers' noise source for a shard: it draws
+  noise for all n rows of the global batch and keeps rows lo:hi, so a rank's chains are exactly the
+  chains one process would run for those rows.
+* **Gradients.** DDP sums the ranks' gradients through ``weighted_sum_hook``, each rank's scaled by
+  its share of the batch (n_rank / n): the sum is the gradient of the global-batch mean, also for an
+  uneven last batch. Batch statistics are reduced the same way, so every rank logs, and stops on a
+  NaN, identically.
+* **Memory bank.** Each rank's posterior samples are gathered (``gather_rows``), so every rank writes
+  every row of the global batch into its copy of the bank.
 * **Files.** Rank 0 writes checkpoints, logs, grids and metrics; every rank resumes from ``last.pt``.
-
-So a W-process run computes what one process computes with the same global batch, up to float
-rounding (gradient sums in another order, other batch sizes in the convolutions): this is what
-``tests/test_distributed.py`` asserts, with 2 gloo processes on a CPU.
 """
 import os
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
 
 
 def world() -> tuple:
@@ -50,10 +45,7 @@ def launched() -> bool:
 
 
 def init(device: str) -> tuple:
-    """Join the process group of a torchrun launch (NCCL for CUDA devices, gloo otherwise).
-
-    Does nothing for a single process. Returns ``world()``.
-    """
+    """Join the process group of a torchrun launch (NCCL for CUDA devices, gloo otherwise); returns ``world()``."""
     if launched() and not (dist.is_available() and dist.is_initialized()):
         cuda = torch.device(device).type == "cuda"
         if cuda:
@@ -95,6 +87,28 @@ class ShardedBatches(Sampler):
         return len(self.batch_sampler)
 
 
+def loader(data, batch_size: int, generator: torch.Generator, num_workers: int = 0) -> DataLoader:
+    """Shuffled batches of ``data`` drawn with ``generator``; under torchrun each global batch is cut to this
+    rank's rows (every rank draws the same global batches as one process would)."""
+    rank, w = world()
+    if w == 1:
+        return DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator, num_workers=num_workers)
+    last = len(data) - batch_size * (-(-len(data) // batch_size) - 1)
+    if last < w:
+        raise ValueError(f"{w} processes cannot split the last batch of {last} examples ({len(data)} examples, "
+                         f"batch_size {batch_size}): change n_train or batch_size")
+    batches = BatchSampler(RandomSampler(data, generator=generator), batch_size, drop_last=False)
+    return DataLoader(data, batch_sampler=ShardedBatches(batches, rank, w), generator=generator,
+                      num_workers=num_workers)
+
+
+def shard_randn(lo: int, hi: int, n: int):
+    """A noise source for rows lo:hi of a batch of n: ``randn(t)`` draws [n, ...] and returns rows lo:hi."""
+    def randn(t: torch.Tensor) -> torch.Tensor:
+        return torch.randn(n, *t.shape[1:], dtype=t.dtype, device=t.device)[lo:hi]
+    return randn
+
+
 def all_sum_(t: torch.Tensor) -> torch.Tensor:
     """Sum ``t`` over ranks in place (a no-op for one process)."""
     if world()[1] > 1:
@@ -102,17 +116,20 @@ def all_sum_(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def merge_rows_(bank: torch.Tensor, written: torch.Tensor) -> None:
-    """Give every rank the rows of ``bank`` that some rank wrote (``written`` [N] bool, disjoint across ranks).
+def gather_rows(t: torch.Tensor, n: int) -> torch.Tensor:
+    """The rows of a global batch of n from every rank's shard ``t`` ([n_rank, ...] -> [n, ...], in rank order)."""
+    w = world()[1]
+    if w == 1:
+        return t
+    size = max(hi - lo for lo, hi in (shard(n, r, w) for r in range(w)))
+    padded = t.new_zeros(size, *t.shape[1:])
+    padded[:len(t)] = t
+    parts = [torch.empty_like(padded) for _ in range(w)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:hi - lo] for p, (lo, hi) in zip(parts, (shard(n, r, w) for r in range(w)))])
 
-    Rows nobody wrote keep their value only if no rank wrote them, which cannot happen in a full epoch.
-    """
-    if world()[1] == 1:
-        return
-    total = torch.where(written[:, None], bank, torch.zeros((), dtype=bank.dtype, device=bank.device))
-    count = written.to(torch.int32)
-    dist.all_reduce(total)
-    dist.all_reduce(count)
-    if bool((count > 1).any()):
-        raise RuntimeError("memory bank rows written by more than one rank: the shards overlap")
-    bank.copy_(torch.where(count[:, None] > 0, total, bank))
+
+def weighted_sum_hook(state: dict, bucket):
+    """DDP communication hook: all-reduce SUM of the gradients times ``state["weight"]`` (this rank's n_rank / n)."""
+    buf = bucket.buffer().mul_(state["weight"])
+    return dist.all_reduce(buf, async_op=True).get_future().then(lambda fut: fut.value()[0])

@@ -109,6 +109,11 @@ GENERATORS = {"svhn": _svhn, "cifar10": _cifar10, "celeba": _celeba, "celeba128"
               "mnist": _mnist, "digits": _digits, "mnistmlp": _mnist_mlp}
 
 
+def generator_key(name) -> str:
+    """The ``GENERATORS`` key of a generator name: "mnist-mlp", "MNIST_MLP" -> "mnistmlp"."""
+    return str(name).lower().replace("-", "").replace("_", "")
+
+
 class Generator(nn.Module):
     """g_theta of Sec. 2.1: ``forward(z)`` maps z [B, nz] to images [B, C, H, W] in [-1, 1] (tanh output).
 
@@ -135,7 +140,7 @@ def generator(name: str, nz: int = 100, ngf: int = 64) -> Generator:
     "digits" (8x8x1) are small CPU-sized models of our own, as is "mnist-mlp" (28x28x1, two hidden layers of
     16 ngf units: several times faster than "mnist" on a CPU). ``ngf`` scales every width.
     """
-    key = str(name).lower().replace("-", "")
+    key = generator_key(name)
     if key not in GENERATORS:
         raise ValueError(f"unknown generator {name!r}; valid names: {', '.join(GENERATORS)}")
     if not (isinstance(nz, int) and nz > 0 and isinstance(ngf, int) and ngf > 0):

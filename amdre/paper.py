@@ -1,65 +1,99 @@
-"""Paper-scale runs (Sec. 5.1, App. A): run folders, the epoch log, evaluation and the command line.
+"""Paper-scale runs (Sec. 5.1, App. A): the parameters, the run folder, the epoch log and the evaluation.
 
 One run = one folder (``out_dir``, e.g. ``runs/svhn/``) holding
 
-* ``run.json``      the parameters that define the run (``amdre.train.PARAMS``, checked by ``check_params``);
+* ``run.json``      the parameters that define the run (``PARAMS``, checked by ``check_params``);
 * ``last.pt``, ``stage{k}.pt``   the Trainer's checkpoints (every epoch; at every stage's end);
 * ``train.log``     one text line per epoch (losses, time, images/s), plus start / resume / stop lines;
 * ``samples.png``, ``reconstructions.png``, ``curves.png``   grids of prior samples, test reconstructions
   (originals above, reconstructions below) and the training curves;
-* ``metrics.json``  test reconstruction MSE and FID (or FD-classifier), saying how each was computed.
+* ``metrics.json``  test reconstruction MSE and FID or FD-classifier, saying which and how each was computed.
 
 Running the same parameters again continues the run from ``last.pt`` (at most the unfinished epoch is
 lost); different parameters on a folder that holds a run are refused before anything is written
-(``prepare_run``), so neither checkpoints nor ``metrics.json`` of another configuration are overwritten.
-The same pipeline runs from ``notebooks/05_paper_scale.ipynb`` (papermill) and from the command line:
-
-    python -m amdre.train --config configs/svhn.yaml [--out-dir runs/svhn] [--epochs 100] [--device cuda] ...
-    torchrun --standalone --nproc_per_node=8 -m amdre.train --config configs/svhn.yaml     # data-parallel
+(``prepare_run``). The same pipeline runs from ``notebooks/05_paper_scale.ipynb`` (papermill) and from the
+command line, ``python -m amdre --config configs/svhn.yaml`` (``amdre.__main__``).
 """
 from __future__ import annotations
 
-import argparse
 import datetime
-import gc
-import json
+import difflib
 import math
-import os
-import sys
-import types
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
-from . import distributed
-from .train import (PARAMS, RESUMABLE_PARAMS, Trainer, check_params, config_diff, config_from_params,
-                    load_checkpoint, load_preset)
+from . import data, distributed, metrics, paths, viz
+from .accel import NO_GPU
+from .files import WriteError, read_checkpoint, read_json, write_json
+from .langevin import sample_images
+from .nets import GENERATORS, generator as make_generator, generator_key
+from .params import STRING_HINT, type_name, type_ok
+from .train import RESUMABLE, Trainer, TrainConfig, config_diff, load_checkpoint
 
 RUN_FILE, METRICS_FILE, LOG_FILE = "run.json", "metrics.json", "train.log"
 MSE_SCALE = "mean over test images and pixels of (x - g(z))^2 on the [-1, 1] pixel scale (x 1/4 for [0, 1])"
-_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+# The parameters of a paper-scale run: notebook 05's parameters cell, configs/*.yaml and the command line share
+# these names. The defaults are the notebook's tiny real-data CPU run; the paper's values are in configs/*.yaml.
+# name -> (type or tuple of types, default, meaning); None in the types means "may be None".
+PARAMS = {
+    "dataset": (str, "mnist5k", "amdre.data name: svhn, cifar10, celeba, mnist, fashion-mnist, mnist5k, digits"),
+    "data_root": (str, "", "folder holding the datasets ('' = the repo's data/)"),
+    "image_size": (int, 64, "CelebA only: 64 (Table 5 generator) or 128 (the celeba128 generator)"),
+    "generator": (str, "", "amdre.nets generator ('' = the dataset's Table 5 network)"),
+    "n_train": ((int, None), 2000, "first n training examples (None = all; CelebA: 40,000)"),
+    "n_test": (int, 1000, "test images for the reconstruction MSE (the paper: 10,000)"),
+    "fid_samples": (int, 1000, "generated images for FID, or FD-classifier without FID weights (0 = skip)"),
+    "epochs": (int, 6, "training epochs (App. A.3: 100; CIFAR-10 200)"),
+    "stages": (int, 3, "density-ratio stages m (App. A.3: 4)"),
+    "stage_every": (int, 2, "a new stage every this many epochs (App. A.3: 25; CIFAR-10 50)"),
+    "batch_size": (int, 100, "global batch size (App. A.3 / LEBM: 100)"),
+    "nz": (int, 16, "latent dimension (100; CIFAR-10 128)"),
+    "ngf": (int, 16, "generator width (64)"),
+    "ld_steps": (int, 20, "posterior Langevin steps (30; CIFAR-10 40)"),
+    "ld_step_size": (float, 0.01, "posterior Langevin step s of Eq. 3 (0.01 = LEBM's and the paper's 0.1)"),
+    "sigma": (float, 0.3, "std of p(x|z)"),
+    "lr_g": (float, 2e-3, "generator Adam learning rate (App. A.3: 1e-4; the tiny default run: 2e-3)"),
+    "lr_ebm": (float, 5e-4, "ratio-net Adam learning rate (App. A.3: 5e-5; the tiny default run: 5e-4)"),
+    "prior_sampling": (str, "memory", "prior samples for NCE: 'memory' (persistent bank, App. A.3) or 'langevin'"),
+    "prior_ld_steps": (int, 60, "prior Langevin steps when prior_sampling='langevin'"),
+    "prior_ld_step_size": (float, 0.16, "prior Langevin step s of Eq. 3 (0.16 = LEBM's 0.4)"),
+    "sample_ld_steps": (int, 100, "test-time prior Langevin steps for samples (App. A.3: 100)"),
+    "sample_ld_step_size": (float, 0.01, "test-time prior Langevin step s of Eq. 3 (the paper's 0.1)"),
+    "device": (str, "cpu", "'cpu', 'cuda' or 'cuda:N'"),
+    "amp": (bool, False, "bf16 autocast of the generator (GPU speed)"),
+    "compile": (bool, False, "torch.compile the posterior Langevin step (GPU speed; slow to compile on CPU)"),
+    "channels_last": (bool, False, "NHWC generator (GPU speed)"),
+    "out_dir": (str, "runs/05_tiny", "run folder (relative paths are relative to the repo root)"),
+    "resume": (bool, True, "continue the run in out_dir if there is one (False: out_dir must hold no run)"),
+    "init_from": (str, "", "a checkpoint of another run to start this new run from (same networks and stage "
+                           "schedule; new learning rates and step sizes allowed); '' = start from scratch"),
+    "seed": (int, 0, "random seed"),
+    "num_workers": (int, 0, "DataLoader worker processes"),
+    "threads": (int, 1, "CPU threads for torch (0 = torch's default); on a shared 2-core machine 1 is ~10x faster "
+                        "for the tiny run than 2"),
+    "progress": (bool, True, "show progress bars"),
+}
+# Parameters that may change between invocations on one run folder: where it runs, how long, how it is evaluated.
+RESUMABLE_PARAMS = RESUMABLE + ("threads", "out_dir", "data_root", "resume", "progress", "n_test", "fid_samples",
+                                "sample_ld_steps", "sample_ld_step_size", "init_from")
+# Table 5's generator of each dataset (CelebA: "celeba128" for image_size 128).
+DATASET_GENERATORS = {"svhn": "svhn", "cifar10": "cifar10", "celeba": "celeba", "mnist": "mnist",
+                      "fashion-mnist": "mnist", "mnist5k": "mnist", "digits": "digits"}
+# TrainConfig fields with the same name and meaning here (``stages`` is TrainConfig's ``n_stages``).
+_SAME = tuple(f.name for f in fields(TrainConfig) if f.name in PARAMS)
 
 
 class RunConflict(ValueError):
     """The run folder holds a run of other parameters (or resume=False was asked on an existing run)."""
 
 
-def notebook_params(namespace: dict) -> dict:
-    """The run parameters in a notebook's globals: every public non-module, non-callable name.
-
-    In notebook 05 only the parameters cell (and papermill's injected cell) run before this, so any
-    other name found is a misspelt or unknown parameter, which ``check_params`` then reports.
-    """
-    return {k: v for k, v in namespace.items() if not k.startswith("_") and k not in _IPYTHON_NAMES
-            and not isinstance(v, types.ModuleType) and not callable(v)}
-
-
 def shown(path) -> str:
     """``path`` relative to the repo root when it lies inside it (for printing), else as it is."""
-    from .paths import ROOT
     try:
-        return str(Path(path).resolve().relative_to(ROOT.resolve()))
+        return str(Path(path).resolve().relative_to(paths.root()))
     except ValueError:
         return str(path)
 
@@ -68,65 +102,172 @@ def _now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def _write_json(obj, path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+def check_params(params: dict) -> dict:
+    """Check the parameters of a paper-scale run and return them completed and normalised.
+
+    ``params`` maps names of ``PARAMS`` to values (missing names take their defaults). Every problem is
+    collected and raised at once as a ValueError that says what to change: unknown names, wrong types
+    (papermill and YAML pass strings for values they cannot parse), values out of range (``TrainConfig``
+    checks its own fields), an unknown dataset, a generator that does not fit the dataset, a CUDA device on a
+    machine without a GPU. The result has ``generator`` filled in, ``dataset`` normalised, and ``out_dir`` /
+    ``data_root`` / ``init_from`` as absolute paths (relative ones are relative to ``amdre.paths.root()``).
+    """
+    if not isinstance(params, dict):
+        raise ValueError(f"params must be a dict of parameter names to values; got {type(params).__name__}")
+    errors = [_unknown(name) for name in params if name not in PARAMS]
+    p = {name: params.get(name, default) for name, (_, default, _) in PARAMS.items()}
+    mistyped = set()
+    for name, (types, _, meaning) in PARAMS.items():
+        if not type_ok(p[name], types):
+            hint = STRING_HINT if isinstance(p[name], str) and types in (int, float, (int, None)) else ""
+            errors.append(f"{name} must be {type_name(types)} ({meaning}); got {p[name]!r}{hint}")
+            mistyped.add(name)
+    # range checks on every well-typed value (a mistyped one, reported above, stands in as its default)
+    p = {name: PARAMS[name][1] if name in mistyped else v for name, v in p.items()}
+    for name in ("n_test", "fid_samples", "threads"):
+        if p[name] < 0:
+            errors.append(f"{name} must be >= 0; got {p[name]!r}")
+    if p["n_train"] is not None and p["n_train"] < 1:
+        errors.append(f"n_train must be a positive int or None (all); got {p['n_train']!r}")
+    if p["sample_ld_steps"] < 1 or not (math.isfinite(p["sample_ld_step_size"]) and p["sample_ld_step_size"] > 0):
+        errors.append(f"sample_ld_steps must be >= 1 and sample_ld_step_size > 0; got {p['sample_ld_steps']!r}, "
+                      f"{p['sample_ld_step_size']!r}")
+    if p["image_size"] not in (64, 128):
+        errors.append(f"image_size must be 64 or 128 (CelebA); got {p['image_size']!r}")
+    if not p["out_dir"].strip():
+        errors.append("out_dir must name a folder, e.g. 'runs/svhn'")
+    if not mistyped & {"dataset", "generator", "image_size"}:
+        errors += _dataset_and_generator(p)
+    try:
+        torch.device(p["device"])
+        if torch.device(p["device"]).type == "cuda" and not torch.cuda.is_available():
+            errors.append(NO_GPU.format(device=p["device"]))
+    except (RuntimeError, TypeError):
+        errors.append(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {p['device']!r}")
+    try:
+        config_from_params(p, checked=True)
+    except ValueError as err:                                   # TrainConfig's own checks, every bad field
+        errors += [line.strip()[2:].replace("n_stages must", "stages must") for line in str(err).splitlines()[1:]]
+    if errors:
+        raise ValueError("bad run parameters:\n  - " + "\n  - ".join(errors))
+    for name in ("out_dir", "data_root", "init_from"):
+        if p[name]:
+            p[name] = str((paths.root() / p[name]).resolve())
+    p["data_root"] = p["data_root"] or str(paths.data())
+    return p
 
 
-def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
+def _unknown(name) -> str:
+    near = difflib.get_close_matches(str(name), PARAMS, n=1)
+    return f"unknown parameter {name!r}{f' (did you mean {near[0]!r}?)' if near else ''}; known: {', '.join(PARAMS)}"
+
+
+def _dataset_and_generator(p: dict) -> list:
+    """Normalise ``dataset`` and fill in ``generator`` in place; the problems found, as messages."""
+    try:
+        p["dataset"] = data.canonical(p["dataset"])
+    except ValueError as err:
+        return [f"{err} (presets: configs/*.yaml, e.g. papermill -f configs/svhn.yaml)"]
+    want = data.shape(p["dataset"], p["image_size"])
+    if not p["generator"]:
+        p["generator"] = "celeba128" if want == (3, 128, 128) else DATASET_GENERATORS[p["dataset"]]
+        return []
+    p["generator"] = generator_key(p["generator"])
+    if p["generator"] not in GENERATORS:
+        return [f"unknown generator {p['generator']!r}; valid names: {', '.join(GENERATORS)}"]
+    made = make_generator(p["generator"], 1, 1).out_shape
+    if made != want:
+        return [f"generator {p['generator']!r} makes images of shape {made} but {p['dataset']} images are "
+                f"{want}: leave generator='' to use the dataset's network"]
+    return []
+
+
+def config_from_params(params: dict, checked: bool = False) -> TrainConfig:
+    """The TrainConfig of a run's parameters: ``stages`` -> ``n_stages``, the fields of the same name as they are."""
+    p = params if checked else check_params(params)
+    return TrainConfig(n_stages=p["stages"], **{k: p[k] for k in _SAME})
+
+
+def load_preset(preset) -> dict:
+    """The parameters of a preset: a YAML file path, or a name of ``configs/<name>.yaml`` (svhn, cifar10,
+    celeba, celeba_hq, ci). Clear errors for an unknown preset and for malformed YAML."""
+    import yaml
+
+    path = Path(preset)
+    if not path.suffix:
+        path = paths.configs() / f"{preset}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(q.stem for q in paths.configs().glob("*.yaml"))) or (
+            f"none, there is no configs/ folder in {paths.root()}: run from the amdre checkout or give a YAML file")
+        raise FileNotFoundError(f"no preset {str(preset)!r} ({path} does not exist); presets: {known}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
+        raise ValueError(f"{path} is not valid YAML ({where}: {getattr(err, 'problem', None) or err}). "
+                         f"Each line must be 'name: value', as in configs/svhn.yaml.") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold parameter names and values, 'name: value' lines as in configs/svhn.yaml")
+    return values
 
 
 def param_diff(saved: dict, params: dict) -> list:
     """'name: saved -> now' for every run-defining parameter (not RESUMABLE_PARAMS) that differs."""
-    return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in params.items()
+    return [f"{k}: {saved.get(k, PARAMS[k][1])!r} -> {v!r}" for k, v in params.items()
             if k not in RESUMABLE_PARAMS and saved.get(k, PARAMS[k][1]) != v]
 
 
 def _conflict(out: Path, what: str) -> RunConflict:
+    last = shown(out / "last.pt")
     return RunConflict(f"{out} already holds a run with other parameters ({what}). Nothing was changed there. "
                        f"Run with that folder's parameters to continue it (they are in {out / RUN_FILE}), "
-                       f"or choose another out_dir, or delete {out} to start over.")
+                       f"or choose another out_dir, or delete {out} to start over. To continue its training with other "
+                       f"learning rates or step sizes, start a new run from its checkpoint: another out_dir and "
+                       f"init_from={last} (--out-dir <new folder> --init-from {last}).")
 
 
 def prepare_run(params: dict) -> Path:
     """Check that ``out_dir`` is free for these parameters, then record them in ``run.json``.
 
     Refuses (RunConflict) when the folder holds a run (a checkpoint or metrics) whose run-defining
-    parameters differ, or when resume=False and the folder holds a run. Only rank 0 writes.
-    Returns the folder.
+    parameters differ, when resume=False and the folder holds a run, and when fewer epochs are asked for than
+    were trained. Only rank 0 writes. Returns the folder.
     """
     p = check_params(params)
     out = Path(p["out_dir"])
-    ckpt, saved = out / "last.pt", _read_json(out / RUN_FILE)
+    ckpt, saved = out / "last.pt", read_json(out / RUN_FILE)
     has_run = ckpt.exists() or (out / METRICS_FILE).exists()
     if has_run and saved is not None:
         diff = param_diff(saved["params"], p)
         if diff:
             raise _conflict(out, "; ".join(diff))
-    elif ckpt.exists():                                     # a Trainer's folder without run.json
-        diff = config_diff(torch.load(ckpt, map_location="cpu", weights_only=True)["cfg"], config_from_params(p))
-        if diff:
+    if ckpt.exists():
+        state = read_checkpoint(ckpt)
+        diff = config_diff(state["cfg"], config_from_params(p, checked=True))
+        if diff and saved is None:
             raise _conflict(out, "TrainConfig differs in " + ", ".join(diff))
+        if state["epoch"] > p["epochs"]:
+            raise RunConflict(f"{out} has already trained {state['epoch']} epochs, more than epochs={p['epochs']}. "
+                              f"Nothing was changed. Set epochs >= {state['epoch']} to continue it (or to evaluate "
+                              f"it as it is), or choose another out_dir.")
+    if p["init_from"] and not ckpt.exists():
+        read_checkpoint(p["init_from"])                       # a missing or damaged file: say so before any write
     if has_run and not p["resume"]:
         raise RunConflict(f"{out} already holds a run and resume=False would start it over. Nothing was changed. "
                           f"Set resume=True to continue it, or choose another out_dir, or delete {out}.")
     if distributed.world()[0] == 0:
-        out.mkdir(parents=True, exist_ok=True)
         record = {"params": p, "created": (saved or {}).get("created", _now()), "updated": _now()}
-        _write_json(record, out / RUN_FILE)
+        write_json(record, out / RUN_FILE)
     return out
 
 
 def load_data(params: dict):
     """(train, test) ImageData of a run: the first n_train training and n_test test examples (test None if 0)."""
-    from .data import load
-
     p = check_params(params)
     kw = {"image_size": p["image_size"]} if p["dataset"] == "celeba" else {}
-    train = load(p["dataset"], p["data_root"], "train", n=p["n_train"], **kw)
-    test = load(p["dataset"], p["data_root"], "test", n=p["n_test"], **kw) if p["n_test"] else None
+    train = data.load(p["dataset"], p["data_root"], "train", n=p["n_train"], **kw)
+    test = data.load(p["dataset"], p["data_root"], "test", n=p["n_test"], **kw) if p["n_test"] else None
     return train, test
 
 
@@ -138,8 +279,13 @@ class EpochLog:
 
     def write(self, text: str) -> None:
         if distributed.world()[0] == 0:
-            with open(self.path, "a") as f:
-                f.write(f"{_now()} {text}\n")
+            try:
+                with open(self.path, "a") as f:
+                    f.write(f"{_now()} {text}\n")
+            except OSError as err:
+                raise WriteError(f"could not append to {self.path}: {err.strerror or err} (disk full, or the folder "
+                                 f"read-only?). The checkpoints in {self.path.parent} are intact: free some space "
+                                 f"and run the same command again.") from err
 
     def __call__(self, trainer: Trainer) -> None:
         h, e = trainer.history, trainer.epoch - 1
@@ -159,60 +305,31 @@ class EpochLog:
 def train_run(params: dict, train_data) -> Trainer:
     """Train (or continue) the run of ``params`` in its out_dir, logging every epoch to ``train.log``.
 
-    Call ``prepare_run`` first. A non-finite loss or latent stops the run with a FloatingPointError that
-    names the epoch, step, stage and last good checkpoint (the broken state is never saved); the same
-    message goes to the log.
+    Call ``prepare_run`` first. A non-finite loss stops the run with a FloatingPointError that names the
+    epoch, batch, stage and last good checkpoint (the broken state is never saved); a file that cannot be
+    written (disk full, read-only folder) stops it with a WriteError. Both go to the log as a STOPPED line.
     """
     p = check_params(params)
-    out, cfg = Path(p["out_dir"]), config_from_params(p)
+    out, cfg = Path(p["out_dir"]), config_from_params(p, checked=True)
     log = EpochLog(out / LOG_FILE)
-    trainer = Trainer(cfg, train_data, out, resume=p["resume"], progress=p["progress"])
-    rank, world = distributed.world()
-    where = f"resuming at epoch {trainer.epoch}" if trainer.epoch else "starting"
+    trainer = Trainer(cfg, train_data, out, resume=p["resume"], progress=p["progress"],
+                      init_from=None if (out / "last.pt").exists() else (p["init_from"] or None))
+    world = distributed.world()[1]
+    where = (f"resuming after epoch {trainer.epoch}" if trainer.last_checkpoint else
+             f"starting from {p['init_from']}, after epoch {trainer.epoch}" if trainer.init_from else "starting")
     log.write(f"{where} of {cfg.epochs}: {p['dataset']} ({len(train_data)} images), generator {cfg.generator}, "
               f"{cfg.n_stages} stages every {cfg.stage_every} epochs, batch {cfg.batch_size} over {world} "
               f"process(es), device {trainer.device}, amp {cfg.amp}, compile {cfg.compile}")
     try:
         trainer.fit(callback=log)
-    except FloatingPointError as err:
-        log.write(f"STOPPED: {err}")
+    except (FloatingPointError, WriteError) as err:
+        try:
+            log.write(f"STOPPED: {err}")
+        except WriteError:
+            pass                                              # the disk is full: the error itself says so
         raise
     log.write(f"done: {trainer.epoch} epochs, {trainer.prior.n_stages} stages")
     return trainer
-
-
-def _grid(images: torch.Tensor, path: Path, nrow: int) -> Path:
-    from torchvision.utils import save_image
-
-    save_image(images.float().cpu(), path, nrow=nrow, normalize=True, value_range=(-1, 1), padding=1)
-    return path
-
-
-def plot_curves(history: dict, path=None):
-    """Per-epoch means of the reconstruction error and of each stage's NCE loss; saved to ``path`` if given."""
-    import matplotlib.pyplot as plt
-
-    epochs = sorted(set(history["epoch"]))
-
-    def per_epoch(key):
-        return [sum(v for e2, v in zip(history["epoch"], history[key]) if e2 == e)
-                / max(1, history["epoch"].count(e)) for e in epochs]
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
-    axes[0].plot([e + 1 for e in epochs], per_epoch("mse"), marker="o")
-    axes[0].set(xlabel="epoch", ylabel="training MSE per pixel ([-1, 1])", yscale="log")
-    stages = [history["stage"][history["epoch"].index(e)] for e in epochs]
-    nce = per_epoch("nce_loss")
-    for k in sorted(set(s for s in stages if s is not None)):
-        axes[1].plot([e + 1 for e, s in zip(epochs, stages) if s == k], [v for v, s in zip(nce, stages) if s == k],
-                     marker="o", label=f"stage {k}")
-    axes[1].axhline(2 * math.log(2), color="gray", ls=":", lw=1)
-    axes[1].set(xlabel="epoch", ylabel="NCE loss (Eq. 4)")
-    if any(s is not None for s in stages):
-        axes[1].legend(fontsize=8)
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig
 
 
 def evaluate_run(params: dict, train_data, test_data, device: str = None) -> dict:
@@ -220,16 +337,14 @@ def evaluate_run(params: dict, train_data, test_data, device: str = None) -> dic
 
     * MSE (Table 1): ``amdre.metrics.reconstruction_mse`` on the n_test test images, z from posterior
       Langevin from noise under the learned prior (ld_steps, ld_step_size, sigma of the run);
-    * FID (Table 1) with pytorch-fid's Inception when its weights are on disk (``metrics.fid_weights_available``),
-      else the FD-classifier (a labelled dataset's own small CNN: not comparable with FID), between
-      ``fid_samples`` prior samples and as many training images; the json says which, and the counts.
+    * FID (Table 1) with pytorch-fid's Inception when its weights are on disk, else the FD-classifier (a
+      labelled dataset's own small CNN: not comparable with FID), between ``fid_samples`` prior samples and
+      as many training images. ``metrics.json`` names which one under "sample_score" (never under "fid").
     Refuses to overwrite a metrics.json written for other run parameters.
     """
-    from . import metrics
-
     p = check_params(params)
     out = Path(p["out_dir"])
-    old = _read_json(out / METRICS_FILE)
+    old = read_json(out / METRICS_FILE)
     if old is not None and param_diff(old.get("params", {}), p):
         raise _conflict(out, "metrics.json: " + "; ".join(param_diff(old["params"], p)))
     dev = device or p["device"]
@@ -240,15 +355,15 @@ def evaluate_run(params: dict, train_data, test_data, device: str = None) -> dic
     result = {"params": p, "epochs_trained": len(history["epoch_time"]), "n_stages": prior.n_stages,
               "train_images": len(train_data), "device": str(dev), "torch": torch.__version__, "date": _now(),
               "train_time_s": round(sum(history["epoch_time"]), 1), "files": files}
-    grid = metrics.sample_images(g, prior, 64, p["sample_ld_steps"], p["sample_ld_step_size"], seed=p["seed"])
-    _grid(grid, out / files["samples"], nrow=8)
-    plot_curves(history, out / files["curves"])
-    import matplotlib.pyplot as plt
-    plt.close("all")
+    sampler = f"prior Langevin from N(0, I): {p['sample_ld_steps']} steps of Eq. 3 with s={p['sample_ld_step_size']}"
+    grid = sample_images(g, prior, 64, p["sample_ld_steps"], p["sample_ld_step_size"], seed=p["seed"])
+    viz.save_grid(grid, out / files["samples"], nrow=8, title=f"{p['dataset']}: samples, {sampler}")
+    viz.savefig(viz.plot_curves(history), files["curves"], folder=out, close=True)
     if test_data is not None:
         x = test_data.images[:p["n_test"]]
         xr = metrics.reconstruct(g, prior, x[:32], **post)
-        _grid(torch.cat([x[:32], xr]), out / files["reconstructions"], nrow=16)
+        viz.save_grid(torch.cat([x[:32], xr]), out / files["reconstructions"], nrow=16,
+                      title=f"{p['dataset']}: test images (top two rows) and their reconstructions (bottom two)")
         result["mse"] = {"value": metrics.reconstruction_mse(g, prior, x, **post), "n_images": len(x),
                          "split": "test", "scale": MSE_SCALE,
                          "posterior": f"{cfg.ld_steps} steps of Eq. 3 with s={cfg.ld_step_size}, sigma={cfg.sigma}, "
@@ -256,24 +371,20 @@ def evaluate_run(params: dict, train_data, test_data, device: str = None) -> dic
     else:
         files.pop("reconstructions")
         result["mse"] = None
-    result["fid"] = _fid(p, g, prior, train_data, out, dev, metrics) if p["fid_samples"] else None
-    _write_json(result, out / METRICS_FILE)
+    result["sample_score"] = _sample_score(p, g, prior, train_data, out, dev, sampler) if p["fid_samples"] else None
+    write_json(result, out / METRICS_FILE)
     return result
 
 
-def _fid(p, g, prior, train_data, out, device, metrics) -> dict:
+def _sample_score(p, g, prior, train_data, out, device, sampler) -> dict:
     n = min(p["fid_samples"], len(train_data))
-    sampler = (f"prior Langevin from N(0, I): {p['sample_ld_steps']} steps of Eq. 3 with "
-               f"s={p['sample_ld_step_size']}")
-    fake = metrics.sample_images(g, prior, p["fid_samples"], p["sample_ld_steps"], p["sample_ld_step_size"],
-                                 seed=p["seed"] + 1)
+    fake = sample_images(g, prior, p["fid_samples"], p["sample_ld_steps"], p["sample_ld_step_size"], seed=p["seed"] + 1)
     real = train_data.images[:n]
     common = {"n_generated": len(fake), "n_real": n, "reference": f"training split, first {n} images",
               "sampler": sampler}
     if metrics.fid_weights_available():
         from importlib.metadata import version
-        value = metrics.fid(real, fake, device=str(device))
-        return {"kind": "fid", "value": value, **common,
+        return {"kind": "fid", "value": metrics.fid(real, fake, device=str(device)), **common,
                 "library": f"pytorch-fid {version('pytorch-fid')} InceptionV3 (2048-d pool features, weights "
                            f"{metrics.FID_WEIGHTS_NAME}); comparable only with FIDs computed the same way"}
     if train_data.labels is None:
@@ -283,99 +394,7 @@ def _fid(p, g, prior, train_data, out, device, metrics) -> dict:
                           f"(or set ${metrics.FID_WEIGHTS_ENV}) and re-run: the run resumes and only evaluates"}
     model = metrics.fd_classifier(train_data.images, train_data.labels, cache_path=out / "fd_classifier.pt",
                                   seed=p["seed"], device=str(device))
-    value = metrics.fd_classifier_score(model, real, fake)
-    return {"kind": "fd_classifier", "value": value, **common,
+    return {"kind": "fd_classifier", "value": metrics.fd_classifier_score(model, real, fake), **common,
             "library": "amdre.metrics FeatureClassifier (small CNN trained 5 epochs on this run's training set, "
                        "128-d features): NOT FID, comparable only between runs scored with the same classifier",
             "why": "pytorch-fid's Inception weights are not on disk (amdre never downloads them)"}
-
-
-# ------------------------------------------------------------------------------------------ command line
-def _arg_type(types_):
-    kinds = types_ if isinstance(types_, tuple) else (types_,)
-
-    def parse(text: str):
-        if None in kinds and text.lower() in ("none", "null"):
-            return None
-        if bool in kinds:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise argparse.ArgumentTypeError(f"expected true or false; got {text!r}")
-        for k in kinds:
-            if k in (int, float):
-                try:
-                    return k(text)
-                except ValueError:
-                    continue
-            elif k is str:
-                return text
-        raise argparse.ArgumentTypeError(f"expected {' or '.join('None' if k is None else k.__name__ for k in kinds)}; "
-                                         f"got {text!r}")
-    return parse
-
-
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m amdre.train", allow_abbrev=False,
-        description="Train the adaptive multi-stage latent EBM (Xiao & Han 2022) at paper scale, resumably. "
-                    "Also runs under torchrun --nproc_per_node=N (data-parallel).",
-        epilog="Every option is a parameter of notebooks/05_paper_scale.ipynb; a YAML preset uses the same names "
-               "with underscores. Options given here override the preset.")
-    ap.add_argument("--config", help="preset: configs/<name>.yaml or a name (svhn, cifar10, celeba, celeba_hq, ci)")
-    ap.add_argument("--no-eval", action="store_true", help="train only: no grids, no metrics.json")
-    for name, (types_, default, meaning) in PARAMS.items():
-        ap.add_argument("--" + name.replace("_", "-"), dest=name, type=_arg_type(types_), default=argparse.SUPPRESS,
-                        metavar=name.upper(), help=f"{meaning} [default {default!r}]")
-    return ap
-
-
-def main(argv=None) -> int:
-    """The command line (``python -m amdre.train``). Returns 0, 1 (training stopped on NaN/inf) or 2 (bad input)."""
-    ap = _parser()
-    args = vars(ap.parse_args(argv))
-    try:
-        values = load_preset(args.pop("config")) if args.get("config") else {}
-        args.pop("config", None)
-        no_eval = args.pop("no_eval")
-        values.update(args)
-        p = check_params(values)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if p["threads"]:
-        torch.set_num_threads(p["threads"])
-    rank, world = distributed.init(p["device"])
-    try:
-        code = _run(p, rank, no_eval)
-    except (RunConflict, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        code = 2
-    except FloatingPointError as err:
-        print(f"training stopped: {err}", file=sys.stderr)
-        code = 1
-    gc.collect()                    # drop the DDP wrappers before their process group goes
-    if code == 0:
-        distributed.cleanup()
-    elif world > 1:
-        torch.distributed.destroy_process_group()
-    return code
-
-
-def _run(p: dict, rank: int, no_eval: bool) -> int:
-    prepare_run(p)
-    if rank > 0:                    # rank 0 loads first (and builds CelebA's cache once), then the others
-        distributed.barrier()
-    train, test = load_data(p)
-    if rank == 0:
-        distributed.barrier()
-    trainer = train_run(p, train)
-    if rank == 0:
-        print(f"trained {trainer.epoch} epochs into {p['out_dir']}")
-        if not no_eval:
-            result = evaluate_run(p, train, test)
-            mse = result["mse"]["value"] if result["mse"] else None
-            fid = result["fid"] or {}
-            print(f"test MSE {mse}; {fid.get('kind')} {fid.get('value')}; see {Path(p['out_dir']) / METRICS_FILE}")
-    return 0

@@ -47,68 +47,6 @@ class Gaussian:
         return 0.5 * (torch.trace(inv @ self.cov) + diff @ inv @ diff - d + logdet_other - logdet_self).item()
 
 
-class GaussianMixture:
-    """Equal-weight mixture of isotropic Gaussians N(mu_j, std^2 I)."""
-
-    def __init__(self, means, std: float):
-        self.means = torch.as_tensor(means, dtype=torch.float64)
-        self.std = float(std)
-        self.dim = self.means.shape[1]
-
-    def log_prob(self, x) -> torch.Tensor:
-        x = torch.as_tensor(x, dtype=torch.float64)
-        sq = ((x[:, None, :] - self.means[None]) ** 2).sum(-1) / self.std ** 2
-        comp = -0.5 * sq - self.dim * math.log(self.std) - 0.5 * self.dim * LOG2PI
-        return (torch.logsumexp(comp, dim=1) - math.log(len(self.means))).float()
-
-    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.randint(len(self.means), (n,), generator=g)
-        return (self.means[idx] + self.std * torch.randn(n, self.dim, generator=g, dtype=torch.float64)).float()
-
-
-class Checkerboard:
-    """Uniform density on the dark squares of a 4x4 checkerboard covering [-2*side, 2*side]^2."""
-
-    dim = 2
-
-    def __init__(self, side: float = 1.0):
-        self.side = float(side)
-
-    def _dark(self, x: torch.Tensor) -> torch.Tensor:
-        ij = torch.floor(x / self.side).long()
-        inside = (x.abs() < 2 * self.side).all(dim=1)
-        return inside & ((ij[:, 0] + ij[:, 1]) % 2 == 0)
-
-    def log_prob(self, x) -> torch.Tensor:
-        x = torch.as_tensor(x, dtype=torch.float64)
-        area = 8 * self.side ** 2  # 8 dark squares
-        lp = torch.full((len(x),), -math.log(area), dtype=torch.float64)
-        return torch.where(self._dark(x), lp, torch.full_like(lp, -math.inf)).float()
-
-    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
-        cells = torch.tensor([(i, j) for i in range(-2, 2) for j in range(-2, 2) if (i + j) % 2 == 0],
-                             dtype=torch.float64)
-        idx = torch.randint(len(cells), (n,), generator=g)
-        return ((cells[idx] + torch.rand(n, 2, generator=g, dtype=torch.float64)) * self.side).float()
-
-
-def eight_gaussians(radius: float = 2.0, std: float = 0.2) -> GaussianMixture:
-    """Eight Gaussians evenly spaced on a circle."""
-    t = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
-    return GaussianMixture(radius * torch.stack([t.cos(), t.sin()], 1), std)
-
-
-def rings(radii=(1.0, 2.0), per_ring: int = 24, std: float = 0.08) -> GaussianMixture:
-    """Concentric rings, each a dense mixture of small Gaussians (so the log-density stays exact)."""
-    means = []
-    for r in radii:
-        t = torch.arange(per_ring, dtype=torch.float64) * (2 * math.pi / per_ring)
-        means.append(r * torch.stack([t.cos(), t.sin()], 1))
-    return GaussianMixture(torch.cat(means), std)
-
-
 def standard_normal(dim: int = 2) -> Gaussian:
     return Gaussian(torch.zeros(dim), 1.0)
 

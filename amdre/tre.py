@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from .nce import nce_accuracy, nce_loss
 from .nets import RatioMLP, stacked_log_ratios
+from .prior import EBMPrior
 
 
 def alpha_schedule(n_ratios: int, power: float = 1.0) -> torch.Tensor:
@@ -105,13 +106,14 @@ def _as_samples(x, name: str) -> torch.Tensor:
 
 def fit_log_ratio(xp, xq, method: str = "nce", n_ratios: int = 1, steps: int = 1500, batch_size: int = 256,
                   lr: float = 1e-3, seed: int = 0, *, waymarks: str = "linear", power: float = 1.0,
-                  hidden: int = 200, progress: bool = False) -> TelescopingRatio:
+                  hidden: int = 200, progress=None) -> TelescopingRatio:
     """Estimate log p(x)/q(x) from samples ``xp`` ~ p and ``xq`` ~ q, both [N, d].
 
     ``method="nce"`` trains one ratio by Eq. 4; ``method="tre"`` trains ``n_ratios`` ratios between
     waymarks jointly (Eq. 5). Returns a module mapping [N, d] -> [N] log-ratio (the telescoped sum),
     with ``.losses[k]`` and ``.accuracies[k]`` the per-step training curves of ratio k.
     Each step draws a fresh minibatch from each sample set (with replacement) and fresh waymarks.
+    ``progress`` wraps the loop over steps, e.g. ``progress=tqdm.auto.tqdm`` for a progress bar.
     """
     if method not in ("nce", "tre"):
         raise ValueError(f"unknown method {method!r}: use 'nce' (one ratio, Eq. 4) or 'tre' (telescoping, Eq. 5)")
@@ -129,11 +131,7 @@ def fit_log_ratio(xp, xq, method: str = "nce", n_ratios: int = 1, steps: int = 1
     torch.manual_seed(seed)
     model = TelescopingRatio(xp.shape[1], n_ratios, hidden)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    bar = range(steps)
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(bar, desc=f"{method} x{n_ratios}")
-    for _ in bar:
+    for _ in (progress or iter)(range(steps)):
         bp = xp[torch.randint(len(xp), (batch_size,), generator=gen)]
         bq = xq[torch.randint(len(xq), (batch_size,), generator=gen)]
         loss, per_stage, accs = tre_loss(model, make_waymarks(bp, bq, n_ratios, waymarks, power))
@@ -144,3 +142,28 @@ def fit_log_ratio(xp, xq, method: str = "nce", n_ratios: int = 1, steps: int = 1
             model.losses[k].append(l)
             model.accuracies[k].append(a)
     return model.eval()
+
+
+def tre_prior(z_posterior: torch.Tensor, n_stages: int, steps: int = 1500, lr: float = 1e-3, seed: int = 0,
+              progress=None) -> EBMPrior:
+    """The non-adaptive prior of Sec. 5.5 from aggregate-posterior samples ``z_posterior`` [N, nz]: TRE (Eq. 5)
+    with ``n_stages`` ratios between them (p_0) and N(0, I) (p_m). TRE's ratio k estimates p_k / p_{k+1}, so
+    the sum of the log-ratios estimates log q / N(0, I): exactly the prior's sum of log r_k (Eq. 6).
+
+    Returned frozen, with ``.history`` holding the TRE losses and accuracies per ratio. A non-adaptive run
+    trains its generator under N(0, I) whatever m is, so one generator (and one ``posterior_bank`` of it)
+    serves every m of an ablation: only this fit depends on m.
+    """
+    z = torch.as_tensor(z_posterior).detach().float().cpu()
+    if z.ndim != 2 or len(z) < 2:
+        raise ValueError(f"z_posterior must be samples [N, nz] with N >= 2; got shape {tuple(z.shape)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        noise = torch.randn_like(z)
+    tre = fit_log_ratio(z, noise, method="tre", n_ratios=n_stages, steps=steps, lr=lr, seed=seed, progress=progress)
+    prior = EBMPrior(z.shape[1])
+    for ratio in tre.ratios:
+        prior.add_stage(ratio)
+    prior.requires_grad_(False)
+    prior.history = {"tre_loss": tre.losses, "tre_acc": tre.accuracies}
+    return prior.eval()

@@ -36,13 +36,12 @@ from dataclasses import replace
 
 import torch
 
+from amdre import accel, data
 from amdre.data import ImageData
-from amdre.langevin import CompiledPosterior, sample_posterior
 from amdre.nets import generator as make_generator
+from amdre.paper import config_from_params, load_preset
 from amdre.prior import EBMPrior
-from amdre.train import DATASET_SHAPES, Trainer, config_from_params, load_preset
-
-SHAPES = DATASET_SHAPES                                  # CelebA: (3, image_size, image_size)
+from amdre.train import Trainer
 
 
 def sync(device):
@@ -99,13 +98,10 @@ def bench_langevin(name, device, options, quick, repeats):
     for _ in range(3):
         prior.add_stage()
     x = torch.rand(cfg.batch_size, *g.out_shape, device=device) * 2 - 1
-    compiled = CompiledPosterior(g, prior, cfg.ld_step_size, cfg.sigma, amp=cfg.amp) if cfg.compile else None
+    sampler = accel.posterior_sampler(g, prior, cfg)                   # what the Trainer runs: eager or compiled
 
     def library():
-        if compiled is not None:
-            return compiled(x, n_steps=cfg.ld_steps, n_stages=3)
-        return sample_posterior(g, prior, x, n_steps=cfg.ld_steps, step_size=cfg.ld_step_size, sigma=cfg.sigma,
-                                n_stages=3, amp=cfg.amp)
+        return sampler(x, torch.randn(cfg.batch_size, cfg.nz, device=device), n_stages=3)
 
     ref_g = make_generator(cfg.generator, cfg.nz, cfg.ngf).to(device)
     ref_g.load_state_dict(g.state_dict())
@@ -119,15 +115,15 @@ def bench_langevin(name, device, options, quick, repeats):
     return {"preset": name, "batch": cfg.batch_size, "steps": cfg.ld_steps, "amp": cfg.amp, "compile": cfg.compile,
             "channels_last": cfg.channels_last, "library_chain_steps_per_s": chain_steps / t_lib,
             "reference_chain_steps_per_s": chain_steps / t_ref, "speedup": t_ref / t_lib,
-            "compile_fallback": compiled.failed if compiled is not None else None}
+            "compile_fallback": getattr(sampler, "failed", None)}
 
 
 def bench_train(name, device, options, quick, batches, repeats):
     values, cfg = preset_config(name, device, options, quick)
     n = batches * cfg.batch_size
-    shape = SHAPES.get(values["dataset"], (3, values["image_size"], values["image_size"]))
+    shape = data.shape(values["dataset"], values["image_size"])
     torch.manual_seed(0)
-    data = ImageData(torch.rand(n, *shape) * 2 - 1, None, "random")
+    images = ImageData(torch.rand(n, *shape) * 2 - 1, None, "random")
     plain = replace(cfg, amp=False, compile=False, channels_last=False)
     trainers, out = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,7 +131,7 @@ def bench_train(name, device, options, quick, batches, repeats):
             c = replace(c, epochs=3 + repeats, n_stages=4, stage_every=1)   # stage 3: 3 frozen stages in the posterior
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            t = trainers[label] = Trainer(c, data, f"{tmp}/{label}", resume=False, progress=False)
+            t = trainers[label] = Trainer(c, images, f"{tmp}/{label}", resume=False, progress=False)
             t.save = lambda stage=None: None                             # time training, not checkpoint writes
             t.fit(3)                                                     # warm-up epochs: stages 0-2
             if device.type == "cuda":

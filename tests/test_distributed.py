@@ -9,12 +9,15 @@ with another seed differs by orders of magnitude more, so the tolerance is not v
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from amdre import distributed, paper
-from amdre.paths import ROOT
+from amdre import distributed
+from amdre.__main__ import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 # 295 digits in batches of 50 (the last of 45, split 22 + 23), 3 epochs, 2 stages: the memory bank is written
 # (and merged across ranks) at the end of both stages, and each stage's ratio net is trained through DDP.
@@ -42,11 +45,11 @@ def _max_diff(a, b, key):
 def test_two_gloo_processes_learn_like_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "amdre.train", *ARGS, "--out-dir", str(tmp_path / "two")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           "-m", "amdre", *ARGS, "--out-dir", str(tmp_path / "two")]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     torch.set_num_threads(1)
-    assert paper.main(ARGS + ["--out-dir", str(tmp_path / "one")]) == 0       # meanwhile, one process
-    assert paper.main(ARGS + ["--out-dir", str(tmp_path / "seed1"), "--seed", "1"]) == 0
+    assert main(ARGS + ["--out-dir", str(tmp_path / "one")]) == 0       # meanwhile, one process
+    assert main(ARGS + ["--out-dir", str(tmp_path / "seed1"), "--seed", "1"]) == 0
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     one, two, other = _load(tmp_path / "one"), _load(tmp_path / "two"), _load(tmp_path / "seed1")

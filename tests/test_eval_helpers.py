@@ -1,39 +1,23 @@
-"""Evaluation helpers of notebooks 06-08: anomaly-score terms, repeated AUPRC, reference tables, plots."""
-import matplotlib
+"""Evaluation helpers of notebooks 06-08 (amdre.anomaly, amdre.experiments): score terms, repeated AUPRC, the
+held-out-class experiment, the paper's reference tables, plots."""
+import re
+from pathlib import Path
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
-from amdre import metrics, viz
+from amdre import anomaly, experiments, viz
+from amdre.anomaly import anomaly_score_terms, anomaly_scores, auprc, chance_auprc, heldout_split, repeated_auprc
 from amdre.prior import EBMPrior
+from conftest import LinearGenerator, TanhGenerator
 
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
-
-
-class TinyGenerator(nn.Module):
-    """z [B, 2] -> 1x4x4 images in [-1, 1]."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin = nn.Linear(2, 16)
-        self.nz = 2
-
-    def forward(self, z):
-        return torch.tanh(self.lin(z)).reshape(-1, 1, 4, 4)
+PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper-adaptive-multistage-dre.md"
 
 
 @pytest.fixture
 def model():
-    g = TinyGenerator()
+    g = TanhGenerator(nz=2, shape=(1, 4, 4))
     prior = EBMPrior(2)
     prior.add_stage()
     return g, prior
@@ -49,8 +33,8 @@ def test_score_terms_sum_to_anomaly_scores(model, with_prior):
     g, prior = model
     prior = prior if with_prior else None
     x = images()
-    rec, pri = metrics.anomaly_score_terms(g, prior, x, n_steps=5, batch_size=16, seed=3)
-    full = metrics.anomaly_scores(g, prior, x, n_steps=5, batch_size=16, seed=3)
+    rec, pri = anomaly_score_terms(g, prior, x, n_steps=5, batch_size=16, seed=3)
+    full = anomaly_scores(g, prior, x, n_steps=5, batch_size=16, seed=3)
     assert rec.shape == pri.shape == (40,)
     assert torch.allclose(rec + pri, full, atol=1e-5)
     assert (rec >= 0).all()
@@ -58,37 +42,127 @@ def test_score_terms_sum_to_anomaly_scores(model, with_prior):
         assert (pri >= 0).all()
 
 
-def test_repeated_auprc_seeds_and_terms(model):
-    g, prior = model
-    x = images(60)
-    is_anom = np.arange(60) < 20
-    x[is_anom] = 1.0                                    # saturated "anomalies": large reconstruction error
-    out = metrics.repeated_auprc(g, prior, x, is_anom, seeds=[0, 1], n_steps=3, terms=True)
-    assert set(out) == {"auprc", "auprc_reconstruction", "auprc_prior"}
-    assert all(len(v) == 2 for v in out.values())
-    assert all(0.0 <= a <= 1.0 for v in out.values() for a in v)
-    again = metrics.repeated_auprc(g, prior, x, is_anom, seeds=[0, 1], n_steps=3)
-    assert again["auprc"] == out["auprc"]               # deterministic per seed
+@pytest.fixture
+def planted():
+    """A linear generator g(z) = W z (nz 4, 1x4x4 images) and three sets of 48 images:
+
+    * normal: g(z) with z ~ N(0, I);
+    * off-range: normal + an offset of norm 2 orthogonal to g's range (reconstruction anomalies: the posterior
+      of z only sees W^T x, which the offset leaves unchanged, so their prior term is that of their twins);
+    * far-latent: g(z) with ||z|| = 5 (prior anomalies: reconstructed well, but improbable under N(0, I)).
+    """
+    g = LinearGenerator(nz=4)
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(48, 4, generator=gen)
+    far = torch.randn(48, 4, generator=gen)
+    far = 5.0 * far / far.norm(dim=1, keepdim=True)
+    off = (g.complement @ torch.randn(12, 48, generator=gen)).T.reshape(-1, 1, 4, 4)
+    off = 2.0 * off / off.flatten(1).norm(dim=1).reshape(-1, 1, 1, 1)
+    with torch.no_grad():
+        normal, far_images = g(z), g(far)
+    return g, normal, normal + off, far_images
+
+
+LD = dict(n_steps=100, step_size=0.001, sigma=0.05, batch_size=48)
+
+
+def test_repeated_auprc_seeds_and_terms(planted):
+    """Planted anomalies: each is caught by the term it is planted in (AUPRC 1, against a chance level of 1/2),
+    the other term does not see it, the repeats are the AUPRCs of the scores of each seed, and terms add up."""
+    g, normal, off_range, far = planted
+    is_anom = np.arange(96) >= 48
+    assert chance_auprc(is_anom) == 0.5
+    seeds = [0, 5]
+    out = repeated_auprc(g, None, torch.cat([normal, off_range]), is_anom, seeds=seeds, terms=True, **LD)
+    assert set(out) == {"auprc", "auprc_reconstruction", "auprc_prior"} and all(len(v) == 2 for v in out.values())
+    assert out["auprc"] == out["auprc_reconstruction"] == [1.0, 1.0]          # perfectly separated: exactly 1
+    # the off-range offset is invisible to the posterior: the prior terms equal those of the normal twins
+    _, pri_normal = anomaly_score_terms(g, None, normal, seed=7, **LD)
+    rec_off, pri_off = anomaly_score_terms(g, None, off_range, seed=7, **LD)
+    assert torch.allclose(pri_off, pri_normal, atol=1e-3)
+    assert (rec_off >= 4.0 / (2 * 0.05 ** 2) * (1 - 1e-5)).all()               # >= ||offset||^2 / (2 sigma^2)
+    # far latents are reconstructed as well as the normals, and the prior term alone catches them
+    far_out = repeated_auprc(g, None, torch.cat([normal, far]), is_anom, seeds=seeds, terms=True, **LD)
+    assert far_out["auprc_prior"] == [1.0, 1.0]
+    assert max(far_out["auprc_reconstruction"]) < 0.8
+    # each repeat is the AUPRC of that seed's full score, the sum of the two terms
+    for i, seed in enumerate(seeds):
+        x = torch.cat([normal, far])
+        rec, pri = anomaly_score_terms(g, None, x, seed=seed, **LD)
+        assert torch.equal(rec + pri, anomaly_scores(g, None, x, seed=seed, **LD))
+        assert far_out["auprc"][i] == auprc(rec + pri, is_anom)
+        assert far_out["auprc_reconstruction"][i] == auprc(rec, is_anom)
+        assert far_out["auprc_prior"][i] == auprc(pri, is_anom)
+    again = repeated_auprc(g, None, torch.cat([normal, far]), is_anom, seeds=seeds, **LD)
+    assert set(again) == {"auprc"} and again["auprc"] == far_out["auprc"]      # deterministic per seed
     with pytest.raises(ValueError, match="seeds"):
-        metrics.repeated_auprc(g, prior, x, is_anom, seeds=[])
+        repeated_auprc(g, None, normal, is_anom[:48], seeds=[])
+
+
+def test_auprc_orders_and_chance():
+    """AUPRC = 1 for perfectly separated scores, whatever their scale, and it only depends on the ranking."""
+    y = np.r_[np.zeros(30, bool), np.ones(10, bool)]
+    s = np.r_[np.linspace(0, 1, 30), np.linspace(1.5, 9, 10)]
+    assert auprc(s, y) == 1.0 and auprc(np.exp(s), y) == 1.0
+    assert auprc(-s, y) < chance_auprc(y) == 0.25                               # reversed: below chance
+    shuffled = np.random.default_rng(0).permutation(s)
+    assert auprc(shuffled, y) == pytest.approx(auprc(np.argsort(np.argsort(shuffled)), y))
 
 
 def test_mean_std_and_format():
-    assert metrics.mean_std([1.0, 3.0]) == (2.0, 1.0)
-    assert metrics.format_mean_std([0.5, 0.7]) == "0.600 ± 0.100"
-    assert metrics.format_mean_std([0.5]) == "0.500"
+    assert anomaly.mean_std([1.0, 3.0]) == (2.0, 1.0)
+    assert anomaly.format_mean_std([0.5, 0.7]) == "0.600 ± 0.100"
+    assert anomaly.format_mean_std([0.5]) == "0.500"
     with pytest.raises(ValueError):
-        metrics.mean_std([])
+        anomaly.mean_std([])
 
 
-def test_paper_tables_match_the_paper():
-    t2 = metrics.PAPER_TABLE2_AUPRC
-    assert list(t2) == ["VAE", "ABP", "MEG", "BiGAN-σ", "LEBM", "Adaptive CE"]
-    assert all(sorted(row) == [1, 4, 5, 7, 9] for row in t2.values())
-    assert t2["Adaptive CE"][1] == (0.531, 0.02) and t2["LEBM"][9] == (0.413, 0.01)
-    t3 = metrics.PAPER_TABLE3_FID
-    assert t3["adaptive"][4] == 35.38 and t3["non-adaptive"][4] == 42.48
-    assert t3["adaptive"][0] == t3["non-adaptive"][0] == 62.78
+def test_paper_tables_are_consistent():
+    """Table 2: every method reports the same five digits, AUPRCs in (0, 1), Adaptive CE (the paper's bold row)
+    the best in every column. Table 3: the 0-stage rows are one model (the Gaussian prior), so equal; stages help
+    both methods; adaptive beats non-adaptive from 2 stages on; 4 stages (the main runs) is adaptive's best."""
+    t2 = experiments.PAPER_TABLE2_AUPRC
+    digits = sorted(t2["Adaptive CE"])
+    assert len(digits) == 5 and all(sorted(row) == digits for row in t2.values())
+    assert all(0 < m < 1 and (s is None or 0 < s < 0.1) for row in t2.values() for m, s in row.values())
+    for d in digits:
+        assert max(t2, key=lambda method: t2[method][d][0]) == "Adaptive CE", d
+    t3 = experiments.PAPER_TABLE3_FID
+    assert set(t3) == {"adaptive", "non-adaptive"} and sorted(t3["adaptive"]) == sorted(t3["non-adaptive"])
+    assert t3["adaptive"][0] == t3["non-adaptive"][0]
+    for method, row in t3.items():
+        assert all(row[m] < row[0] for m in row if m > 0), method
+    assert all(t3["adaptive"][m] < t3["non-adaptive"][m] for m in t3["adaptive"] if m >= 2)
+    assert min(t3["adaptive"], key=t3["adaptive"].get) == 4
+
+
+def _markdown_rows(text, first_cell):
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and line.strip("| ").startswith(first_cell)]
+
+
+@pytest.mark.skipif(not PAPER.is_file(), reason=f"no copy of the paper's text at {PAPER}")
+def test_paper_tables_match_the_paper_text():
+    """The reference numbers are those of the paper's Tables 2 and 3 (parsed from its text when it is at hand)."""
+    whole = PAPER.read_text()
+    text = whole[whole.index("Table 2. AUPRC"):][:3000]
+    numbers = lambda cell: [float(v) for v in re.findall(r"\d+\.\d+", cell)]   # noqa: E731
+    header = _markdown_rows(text, "Heldout Digit")[0]
+    digits = [int(d) for d in header[1:]]
+    t2 = experiments.PAPER_TABLE2_AUPRC
+    for method, row in t2.items():
+        name = method.replace("BiGAN-σ", "BiGAN- σ")
+        cells = _markdown_rows(text, name)[0][1:]
+        for d, cell in zip(digits, cells):
+            mean, std = row[d]
+            assert numbers(cell) == ([mean] if std is None else [mean, std]), (method, d, cell)
+    t3, method = {}, None
+    start = whole.index("Table 3. Results")
+    for cells in _markdown_rows(whole[start:start + 2000], ""):
+        if len(cells) == 3 and cells[1].isdigit():
+            method = {"Adaptive": "adaptive", "Non-adaptive": "non-adaptive"}.get(cells[0], method)
+            t3.setdefault(method, {})[int(cells[1])] = float(cells[2])
+    assert t3 == experiments.PAPER_TABLE3_FID
 
 
 # ------------------------------------------------------------------ plots
@@ -104,7 +178,7 @@ def test_plot_auprc_table():
 
 def test_plot_ablation_with_and_without_paper():
     res = {"adaptive": {0: [50.0, 52.0], 1: [30.0, 31.0]}, "non-adaptive": {0: [50.0, 52.0], 1: [33.0, 35.0]}}
-    fig = viz.plot_ablation([0, 1], res, paper=metrics.PAPER_TABLE3_FID)
+    fig = viz.plot_ablation([0, 1], res, paper=experiments.PAPER_TABLE3_FID)
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2
     fig = viz.plot_ablation([0, 1], res)
     assert len(fig.axes) == 1
@@ -133,7 +207,7 @@ def test_trajectory_strip_and_animation(tmp_path):
 # ------------------------------------------------------------------ package additions used by 06-08
 def test_tre_prior_fits_a_shifted_gaussian():
     """Aggregate posterior N(mu, I), base N(0, I): log q/p0 = mu.z - |mu|^2/2; the TRE prior recovers it."""
-    from amdre.train import tre_prior
+    from amdre.tre import tre_prior
     torch.manual_seed(0)
     mu = torch.tensor([1.5, -1.0])
     z = torch.randn(4000, 2) + mu
@@ -157,47 +231,49 @@ def test_mnist_mlp_generator():
     assert sum(p.numel() for p in g.parameters()) == 8 * 128 + 128 + 128 * 128 + 128 + 128 * 784 + 784
 
 
-def test_heldout_class_experiment_and_table(tmp_path):
-    """The Table 2 pipeline end to end on 8x8 digits: split sizes, three models, resume, table layout."""
-    from amdre.data import load
-    from amdre.train import TrainConfig
-    d = load("digits", split="all")
+def test_heldout_class_experiment_and_table(digits_all, tmp_path):
+    """The Table 2 pipeline end to end on 8x8 digits with a planted anomaly class (uniform-noise images, class 10):
+    split sizes; each of the three models is the one its name says (its AUPRCs are recomputed from the saved
+    checkpoints); all three find the planted anomalies far above chance; re-running loads; the table's layout."""
+    from amdre.data import ImageData
+    from amdre.train import TrainConfig, load_checkpoint
+    noise = torch.rand(100, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    d = ImageData(torch.cat([digits_all.images, noise]), torch.cat([digits_all.labels, torch.full((100,), 10)]),
+                  "digits+noise")
     cfg = TrainConfig(generator="digits", nz=2, ngf=4, epochs=2, n_stages=2, stage_every=1, batch_size=50,
-                      ld_steps=3, prior_ld_steps=3, lr_g=1e-3, lr_ebm=1e-3, tre_steps=20)
-    res = metrics.heldout_class_experiment(d, 1, cfg, tmp_path, eval_seeds=[0, 1], n_train=300)
-    n_ones, n_normal = int((d.labels == 1).sum()), int((d.labels != 1).sum())
-    assert res["n_train"] == 300 and res["n_anomalies"] == n_ones
-    assert res["n_test"] == n_ones + round(0.2 * n_normal)
-    assert res["chance"] == pytest.approx(n_ones / res["n_test"])
-    assert list(res["models"]) == list(metrics.ANOMALY_MODELS)
-    for m in res["models"].values():
-        assert len(m["auprc"]) == 2 and all(0 <= a <= 1 for a in m["auprc"]) and m["train_mse"] > 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["heldout1-adaptive", "heldout1-gaussian"]
-    again = metrics.heldout_class_experiment(d, 1, cfg, tmp_path, eval_seeds=[0, 1], n_train=300)   # loads
-    assert again["models"]["multi-stage"]["auprc"] == res["models"]["multi-stage"]["auprc"]
-    table = metrics.anomaly_table({1: res, 7: again}, paper=metrics.PAPER_TABLE2_AUPRC)
+                      ld_steps=3, prior_ld_steps=3, lr_g=3e-2, lr_ebm=1e-3, tre_steps=20)
+    res = experiments.heldout_class_experiment(d, 10, cfg, tmp_path, eval_seeds=[0, 1], n_train=300)
+    n_normal = len(digits_all)
+    assert res["n_train"] == 300 and res["n_anomalies"] == 100
+    assert res["n_test"] == 100 + round(0.2 * n_normal)
+    assert res["chance"] == pytest.approx(100 / res["n_test"])
+    assert list(res["models"]) == list(experiments.ANOMALY_MODELS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heldout10-adaptive", "heldout10-gaussian"]
+    _, test_idx, is_anom = heldout_split(d.labels, 10)
+    x_test = d.images[torch.from_numpy(test_idx)]
+    g_a, prior_a, cfg_a, hist_a = load_checkpoint(tmp_path / "heldout10-adaptive")
+    g_n, prior_n, cfg_n, hist_n = load_checkpoint(tmp_path / "heldout10-gaussian")
+    assert cfg_a.adaptive and not cfg_n.adaptive and prior_a.n_stages == prior_n.n_stages == 2
+    for name, g, prior, hist in (("multi-stage", g_a, prior_a, hist_a), ("gaussian", g_n, None, hist_n),
+                                 ("non-adaptive", g_n, prior_n, hist_n)):
+        m = res["models"][name]
+        again = repeated_auprc(g, prior, x_test, is_anom, seeds=[0, 1], n_steps=3, batch_size=500, terms=True)
+        assert {k: m[k] for k in again} == again, name
+        assert min(m["auprc"]) > 0.9 > res["chance"] + 0.5, (name, m["auprc"])
+        assert m["train_mse"] == pytest.approx(np.mean(hist["mse"][-6:]))        # the last epoch's 6 batches
+    assert res["models"]["gaussian"]["auprc_prior"] != res["models"]["non-adaptive"]["auprc_prior"]  # other priors
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")}
+    again = experiments.heldout_class_experiment(d, 10, cfg, tmp_path, eval_seeds=[0, 1], n_train=300)   # loads
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")} == stamps                  # nothing retrained
+    assert again["models"] == res["models"]
+    table = experiments.anomaly_table({1: res, 7: again}, paper=experiments.PAPER_TABLE2_AUPRC)
     assert list(table.columns) == ["1", "7", "mean"]
     assert "chance (anomaly fraction)" in table.index and "paper: LEBM" in table.index
     assert table.loc["paper: LEBM", "1"] == "0.336 ± 0.01" and table.loc["paper: LEBM", "mean"] == "0.400"
-    assert "±" in table.loc["ours: multi-stage", "1"]
+    mine = res["models"]["multi-stage"]["auprc"]
+    cell = table.loc["ours: multi-stage", "1"]
+    assert cell == anomaly.format_mean_std(mine) and "±" in cell
+    assert table.loc["ours: multi-stage", "mean"] == f"{np.mean(mine):.3f}"
+    assert table.loc["chance (anomaly fraction)", "7"] == f"{res['chance']:.3f}"
     with pytest.raises(ValueError, match="n_train"):
-        metrics.heldout_class_experiment(d, 1, cfg, tmp_path, n_train=10 ** 6)
-
-
-def test_teaching_config_matches_notebook_03():
-    """Notebook 08 trains amdre.train.teaching_config into 03's run folder when 03 has not run: they must agree."""
-    import ast
-    from amdre.paths import ROOT
-    from amdre.train import TEACHING_N_TRAIN, teaching_config
-    src = (ROOT / "tools" / "notebooks" / "03_latent_ebm.py").read_text()
-    cell = src.split("# parameters", 1)[1].split("# %%", 1)[0]
-    params = {t.targets[0].id: ast.literal_eval(t.value) for t in ast.parse(cell).body if isinstance(t, ast.Assign)}
-    cfg = teaching_config(params["dataset"], params["seed"])
-    assert params["n_train"] == TEACHING_N_TRAIN
-    for name in ("nz", "ngf", "epochs", "stage_every", "n_stages", "ld_steps", "ld_step_size", "sigma", "lr_g",
-                 "lr_ebm", "batch_size"):
-        assert getattr(cfg, name) == params[name], name
-    assert cfg.generator == "mnist"                      # 03 builds TrainConfig(generator="mnist", ...)
-    assert 'TrainConfig(generator="mnist"' in src
-    with pytest.raises(ValueError):
-        teaching_config("svhn")
+        experiments.heldout_class_experiment(d, 10, cfg, tmp_path, n_train=10 ** 6)

@@ -1,29 +1,10 @@
 """Closed-form checks of short-run Langevin (Eq. 3) and SIR against Gaussian targets."""
 import pytest
 import torch
-import torch.nn as nn
 
 from amdre.langevin import lebm_to_eq3, sample_posterior, sample_prior
 from amdre.prior import EBMPrior
-
-
-class Linear(nn.Module):
-    """g(z) = A z + b, images of shape [B, 1, 1, D]."""
-
-    def __init__(self, A, b):
-        super().__init__()
-        self.A, self.b, self.nz = nn.Parameter(A.clone()), nn.Parameter(b.clone()), A.shape[1]
-
-    def forward(self, z):
-        return (z @ self.A.T + self.b).view(len(z), 1, 1, -1)
-
-
-def tilt(a):
-    """A stage with log r(z) = a^T z, so that p(z) ∝ exp(a^T z) N(0, I) = N(a, I)."""
-    lin = nn.Linear(len(a), 1, bias=False)
-    with torch.no_grad():
-        lin.weight.copy_(a[None])
-    return nn.Sequential(lin, nn.Flatten(0))
+from conftest import AffineGenerator, tilt
 
 
 def moments(z):
@@ -41,7 +22,7 @@ def test_posterior_of_linear_gaussian_model():
     x0 = torch.tensor([0.5, -0.4, 0.2])
     cov = torch.linalg.inv(torch.eye(d) + A.T @ A / sigma**2)      # (I + A^T A / sigma^2)^-1
     mean = cov @ A.T @ (x0 - b) / sigma**2
-    g = Linear(A, b)
+    g = AffineGenerator(A, b)
     x = x0.view(1, 1, 1, D).expand(4000, 1, 1, D)
     z = sample_posterior(g, None, x, n_steps=700, step_size=0.01, sigma=sigma)
     m, c = moments(z)
@@ -62,11 +43,12 @@ def test_posterior_warm_start_and_prior_stages():
     cov = torch.linalg.inv(prec)
     mean = cov @ (a + A.T @ x0 / sigma**2)
     x = x0.view(1, 1, 1, 1).expand(4000, 1, 1, 1)
-    z = sample_posterior(Linear(A, b), prior, x, z0=torch.zeros(4000, 2), n_steps=1200, step_size=0.02, sigma=sigma)
+    z = sample_posterior(AffineGenerator(A, b), prior, x, z0=torch.zeros(4000, 2), n_steps=1200, step_size=0.02,
+                         sigma=sigma)
     m, c = moments(z)
     assert torch.allclose(m, mean, atol=0.04) and torch.allclose(c, cov, atol=0.04, rtol=0.06), (m, c)
     # n_stages=0 ignores the tilt: the mean moves back toward the Gaussian-prior posterior.
-    z0 = sample_posterior(Linear(A, b), prior, x, n_steps=1200, step_size=0.02, sigma=sigma, n_stages=0)
+    z0 = sample_posterior(AffineGenerator(A, b), prior, x, n_steps=1200, step_size=0.02, sigma=sigma, n_stages=0)
     assert torch.allclose(z0.mean(0), cov @ A.T @ x0 / sigma**2, atol=0.04)
 
 
@@ -91,7 +73,7 @@ def test_no_parameter_gradients_and_trajectory():
     prior = EBMPrior(4)
     prior.add_stage()
     prior.add_stage()
-    g = Linear(torch.randn(5, 4), torch.randn(5))
+    g = AffineGenerator(torch.randn(5, 4), torch.randn(5))
     x = torch.randn(8, 1, 1, 5)
     z, traj = sample_posterior(g, prior, x, n_steps=10, record_every=3)
     assert z.shape == (8, 4) and not z.requires_grad
@@ -105,7 +87,7 @@ def test_no_parameter_gradients_and_trajectory():
 
 
 def test_bad_input():
-    g = Linear(torch.randn(5, 4), torch.randn(5))
+    g = AffineGenerator(torch.randn(5, 4), torch.randn(5))
     x = torch.randn(8, 1, 1, 5)
     with pytest.raises(ValueError, match="B = len"):
         sample_posterior(g, None, x, z0=torch.randn(7, 4))
@@ -117,3 +99,36 @@ def test_bad_input():
         sample_prior(None, torch.randn(3, 4), 2, 0.01, n_stages=1)
     with pytest.raises(ValueError, match="record_every"):
         sample_prior(None, torch.randn(3, 4), 2, 0.01, record_every=0)
+
+
+def test_noise_source_and_log_densities():
+    """``randn`` is the only noise: zero noise is gradient ascent (to the mode), and the densities add up."""
+    from amdre.langevin import log_likelihood, posterior_log_prob, prior_log_prob
+    a = torch.tensor([1.0, -0.5, 0.25])
+    prior = EBMPrior(3)
+    prior.add_stage(tilt(a))
+    z = sample_prior(prior, torch.randn(5, 3), n_steps=500, step_size=0.05, randn=torch.zeros_like)
+    assert torch.allclose(z, a.expand(5, 3), atol=1e-4)                # the mode of N(a, I)
+    calls = []
+    sample_prior(prior, torch.randn(5, 3), 7, 0.01, randn=lambda t: calls.append(t.shape) or torch.zeros_like(t))
+    assert calls == [(5, 3)] * 7                                        # one draw per step, shaped like z
+    g = AffineGenerator(torch.randn(4, 3), torch.randn(4))
+    x, z = torch.randn(6, 1, 1, 4), torch.randn(6, 3)
+    with torch.no_grad():
+        rec = -(x - g(z)).pow(2).flatten(1).sum(1) / (2 * 0.3 ** 2)
+    assert torch.allclose(log_likelihood(g, x, z, 0.3), rec)
+    assert torch.allclose(posterior_log_prob(g, prior, x, z, 0.3), prior.log_prob(z) + rec)
+    assert torch.allclose(posterior_log_prob(g, None, x, z, 0.3), -0.5 * z.pow(2).sum(1) + rec)
+    assert torch.allclose(prior_log_prob(prior, z, 0), prior_log_prob(None, z))
+
+
+def test_images_are_checked():
+    g = AffineGenerator(torch.randn(5, 4), torch.randn(5))
+    with pytest.raises(ValueError, match=r"shape \[B, 1, 1, 5\].*got \(8, 1, 1, 6\)"):
+        sample_posterior(g, None, torch.randn(8, 1, 1, 6))
+    with pytest.raises(ValueError, match=r"shape \[B, 1, 1, 5\]"):
+        sample_posterior(g, None, torch.randn(8, 5))
+    x = torch.randn(8, 1, 1, 5)
+    x[2, 0, 0, 1], x[5, 0, 0, 0] = float("nan"), float("inf")
+    with pytest.raises(ValueError, match="NaN or inf in 2 of 8 images"):
+        sample_posterior(g, None, x)

@@ -1,19 +1,17 @@
-"""Tests for amdre.metrics: closed forms, tiny offline models, no downloads."""
-import importlib.util
+"""amdre.metrics (MSE, Fréchet distance, FD-classifier, FID) and amdre.anomaly (AUPRC, held-out split, scores):
+closed forms, tiny offline models, no downloads."""
 import warnings
 
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from amdre import metrics
-from amdre.metrics import (auprc, chance_auprc, classifier_features, fd_classifier, fd_classifier_score,
-                           frechet_distance, heldout_split)
-
-
-needs_langevin = pytest.mark.skipif(importlib.util.find_spec("amdre.langevin") is None,
-                                    reason="amdre.langevin not written yet")
+from amdre.anomaly import anomaly_scores, auprc, chance_auprc, heldout_split
+from amdre.langevin import sample_images
+from amdre.metrics import classifier_features, fd_classifier, fd_classifier_score, frechet_distance
+from amdre.prior import EBMPrior
+from conftest import LinearGenerator, tilt
 
 
 # ------------------------------------------------------------------ Fréchet distance
@@ -64,15 +62,9 @@ def test_frechet_scalar_and_bad_shapes():
 
 # ------------------------------------------------------------------ FD-classifier
 @pytest.fixture(scope="module")
-def digits():
-    from amdre.data import load
-    return load("digits", split="all")  # 1,797 real 8x8 digits shipped with scikit-learn
-
-
-@pytest.fixture(scope="module")
-def digit_classifier(digits, tmp_path_factory):
+def digit_classifier(digits_all, tmp_path_factory):
     path = tmp_path_factory.mktemp("fd") / "digits_classifier.pt"
-    model = fd_classifier(digits.images, digits.labels, cache_path=path, epochs=3)
+    model = fd_classifier(digits_all.images, digits_all.labels, cache_path=path, epochs=3)
     return model, path
 
 
@@ -82,9 +74,9 @@ def test_classifier_learns_digits(digit_classifier):
     assert model.train_accuracy > 0.8
 
 
-def test_fd_classifier_self_zero_and_shifted_larger(digits, digit_classifier):
+def test_fd_classifier_self_zero_and_shifted_larger(digits_all, digit_classifier):
     model, _ = digit_classifier
-    x = digits.images
+    x = digits_all.images
     half_a, half_b = x[::2], x[1::2]
     noised = (x + 0.5 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
     shifted = torch.roll(x, shifts=3, dims=3)
@@ -98,10 +90,10 @@ def test_fd_classifier_self_zero_and_shifted_larger(digits, digit_classifier):
     assert noised_fd > 0 and shifted_fd > 0
 
 
-def test_fd_classifier_cache_roundtrip(digits, digit_classifier):
+def test_fd_classifier_cache_roundtrip(digits_all, digit_classifier):
     model, path = digit_classifier
-    again = fd_classifier(digits.images, None, cache_path=path)  # cached: labels not needed
-    x = digits.images[:50]
+    again = fd_classifier(digits_all.images, None, cache_path=path)  # cached: labels not needed
+    x = digits_all.images[:50]
     assert torch.equal(classifier_features(model, x), classifier_features(again, x))
     with pytest.raises(ValueError, match="channels"):
         fd_classifier(torch.zeros(2, 3, 8, 8), None, cache_path=path)
@@ -251,21 +243,6 @@ def test_heldout_split_bad_input():
 
 
 # ------------------------------------------------------------------ posterior-based metrics
-class LinearGenerator(nn.Module):
-    """g(z) = W z reshaped to [1, 4, 4], W [16, nz] with orthonormal columns (the image of g is a subspace)."""
-
-    def __init__(self, nz=4):
-        super().__init__()
-        self.nz = nz
-        self.lin = nn.Linear(nz, 16, bias=False)
-        q, _ = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(0)))
-        self.lin.weight.data = q[:, :nz].clone()
-        self.complement = q[:, nz:].clone()  # directions g can never produce
-
-    def forward(self, z):
-        return self.lin(z.reshape(len(z), self.nz)).reshape(-1, 1, 4, 4)
-
-
 @pytest.fixture
 def linear_setup():
     g = LinearGenerator(nz=4)
@@ -278,7 +255,6 @@ def linear_setup():
     return g, in_range, in_range + off
 
 
-@needs_langevin
 def test_reconstruction_mse_in_range_small(linear_setup):
     g, in_range, off_range = linear_setup
     kw = dict(n_steps=100, step_size=0.001, sigma=0.05, batch_size=32)
@@ -291,7 +267,6 @@ def test_reconstruction_mse_in_range_small(linear_setup):
     assert torch.mean((recon - in_range) ** 2).item() == pytest.approx(mse_in, rel=1e-5)
 
 
-@needs_langevin
 def test_posterior_metrics_deterministic_and_side_effect_free(linear_setup):
     g, in_range, _ = linear_setup
     g.train()
@@ -304,29 +279,26 @@ def test_posterior_metrics_deterministic_and_side_effect_free(linear_setup):
     assert g.training and all(p.requires_grad and p.grad is None for p in g.parameters())
 
 
-@needs_langevin
 def test_anomaly_scores_higher_off_range(linear_setup):
     g, in_range, off_range = linear_setup
     kw = dict(n_steps=100, step_size=0.001, sigma=0.05, batch_size=50)
-    s_in = metrics.anomaly_scores(g, None, in_range, **kw)
-    s_off = metrics.anomaly_scores(g, None, off_range, **kw)
+    s_in = anomaly_scores(g, None, in_range, **kw)
+    s_off = anomaly_scores(g, None, off_range, **kw)
     assert s_in.shape == (64,) and torch.isfinite(s_in).all()
     assert s_off.min() > s_in.max()
     scores = torch.cat([s_in, s_off])
     assert auprc(scores, torch.arange(128) >= 64) == pytest.approx(1.0)
 
 
-@needs_langevin
 def test_anomaly_scores_with_ebm_prior(linear_setup):
     """An EBMPrior with no stages is N(0, I): same scores as prior=None; a stage changes them."""
-    from amdre.prior import EBMPrior
     g, in_range, _ = linear_setup
     kw = dict(n_steps=20, step_size=0.001, sigma=0.05)
     prior = EBMPrior(4)
-    base = metrics.anomaly_scores(g, None, in_range, **kw)
-    assert torch.allclose(metrics.anomaly_scores(g, prior, in_range, **kw), base, rtol=1e-4, atol=1e-3)
+    base = anomaly_scores(g, None, in_range, **kw)
+    assert torch.allclose(anomaly_scores(g, prior, in_range, **kw), base, rtol=1e-4, atol=1e-3)
     prior.add_stage()
-    assert not torch.allclose(metrics.anomaly_scores(g, prior, in_range, **kw), base)
+    assert not torch.allclose(anomaly_scores(g, prior, in_range, **kw), base)
 
 
 def test_posterior_metrics_bad_input():
@@ -334,21 +306,13 @@ def test_posterior_metrics_bad_input():
     with pytest.raises(ValueError, match="sigma"):
         metrics.reconstruction_mse(g, None, torch.zeros(2, 1, 4, 4), sigma=0.0)
     with pytest.raises(ValueError, match="N, C, H, W"):
-        metrics.anomaly_scores(g, None, torch.zeros(2, 16))
+        anomaly_scores(g, None, torch.zeros(2, 16))
 
 
 # ------------------------------------------------------------------ sample_images
-@needs_langevin
 def test_sample_images_by_stage_closed_form():
     """Two tilt stages, log r_1 = a.z and log r_2 = b.z: p_{phi_k} of Eq. 8 is N(0), N(a), N(a + b), and
     sample_images(..., n_stages=k) decodes samples of exactly that prior (identity-like generator W z)."""
-    from amdre.prior import EBMPrior
-
-    def tilt(v):
-        lin = nn.Linear(len(v), 1, bias=False)
-        lin.weight.data = v[None].clone()
-        return nn.Sequential(lin, nn.Flatten(0))
-
     g = LinearGenerator(nz=4)
     a, b = torch.tensor([1.0, -0.5, 0.0, 0.5]), torch.tensor([0.0, 1.0, -1.0, 0.0])
     prior = EBMPrior(4)
@@ -356,14 +320,14 @@ def test_sample_images_by_stage_closed_form():
     prior.add_stage(tilt(b))
     W = g.lin.weight.data
     for k, mean in ((0, torch.zeros(4)), (1, a), (2, a + b), (None, a + b)):
-        x = metrics.sample_images(g, prior, 3000, n_steps=400, step_size=0.05, seed=3, n_stages=k)
+        x = sample_images(g, prior, 3000, n_steps=400, step_size=0.05, seed=3, n_stages=k)
         z = x.reshape(len(x), 16) @ W                      # W has orthonormal columns: z = W^T g(z)
         assert torch.allclose(z.mean(0), mean, atol=0.08), (k, z.mean(0))
         assert torch.allclose(z.var(0), torch.ones(4), atol=0.12), (k, z.var(0))
-    same = metrics.sample_images(g, prior, 50, n_steps=10, seed=4, n_stages=1)
-    assert torch.equal(same, metrics.sample_images(g, prior, 50, n_steps=10, seed=4, n_stages=1))
+    same = sample_images(g, prior, 50, n_steps=10, seed=4, n_stages=1)
+    assert torch.equal(same, sample_images(g, prior, 50, n_steps=10, seed=4, n_stages=1))
     for bad in (3, -1, 1.5):
         with pytest.raises(ValueError, match="n_stages must be an int in 0..2"):
-            metrics.sample_images(g, prior, 10, n_stages=bad)
+            sample_images(g, prior, 10, n_stages=bad)
     with pytest.raises(ValueError, match="in 0..0"):
-        metrics.sample_images(g, None, 10, n_stages=1)
+        sample_images(g, None, 10, n_stages=1)

@@ -90,6 +90,7 @@ def test_ratio_mlp_matches_table4():
     assert net(torch.randn(7, 100)).shape == (7,)
 
 
+@pytest.mark.slow
 def test_tre_beats_nce_on_a_far_gaussian_pair():
     p, q = toys.gaussian_pair(7.0)
     xp, xq, xt = p.sample(20000, 0), q.sample(20000, 1), p.sample(4000, 2)

@@ -11,13 +11,16 @@ import nbformat
 import pytest
 import torch
 
-import amdre.train as train_mod
-from amdre import paper
-from amdre.langevin import CompiledPosterior, sample_posterior
+from amdre import accel, distributed, paper, paths
+from amdre.__main__ import main
+from amdre.accel import Autocast, CompiledPosterior
+from amdre.langevin import sample_posterior
 from amdre.nets import generator
-from amdre.paths import ROOT
-from amdre.prior import EBMPrior
-from amdre.train import PARAMS, Trainer, TrainConfig, check_params, config_from_params, load_preset
+from amdre.paper import PARAMS, check_params, config_from_params, load_preset
+from amdre.train import Trainer, TrainConfig
+from conftest import tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
 
 # 300 digits, 2 epochs, 2 stages: about a second per epoch on one thread
 TINY = ["--config", "ci", "--n-train", "300", "--epochs", "2", "--stage-every", "1", "--no-eval"]
@@ -25,7 +28,7 @@ TINY = ["--config", "ci", "--n-train", "300", "--epochs", "2", "--stage-every", 
 
 def run(tmp, *args, epochs=None):
     argv = TINY + ["--out-dir", str(tmp), *args] + (["--epochs", str(epochs)] if epochs else [])
-    return paper.main(argv)
+    return main(argv)
 
 
 # ------------------------------------------------------------------------------------------ presets
@@ -51,7 +54,8 @@ def test_presets_carry_appendix_a(name):
     assert cfg.n_stages == 4 and cfg.ngf == 64 and cfg.batch_size == 100 and cfg.prior_sampling == "memory"
     assert cfg.ld_step_size == 0.01 and cfg.sigma == 0.3                   # Eq. 3's s = the paper's "0.1"
     assert cfg.lr_g == 1e-4 and cfg.lr_ebm == 5e-5 and isinstance(cfg.lr_g, float)
-    assert (p["sample_ld_steps"], p["sample_ld_step_size"]) == (100, 0.01)
+    # App. A.3 test time: 100 prior Langevin steps of "step size 0.1", which the presets read as Eq. 3's s = 0.1
+    assert (p["sample_ld_steps"], p["sample_ld_step_size"]) == (100, 0.1)
     assert cfg.amp and cfg.compile and cfg.channels_last
     assert generator(cfg.generator, cfg.nz, cfg.ngf).out_shape == shape
 
@@ -61,18 +65,25 @@ def test_ci_preset_and_unknown_preset():
     assert p["device"] == "cpu" and p["generator"] == "digits" and set(load_preset("ci")) == set(PARAMS)
     with pytest.raises(FileNotFoundError, match="presets: .*celeba_hq.*svhn"):
         load_preset("imagenet")
-    assert paper.main(["--config", "imagenet"]) == 2
+    assert main(["--config", "imagenet"]) == 2
+
+
+def _parameters_cell(source: str) -> dict:
+    tree = ast.parse(source)
+    return {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)}
 
 
 def test_notebook_parameters_are_the_declared_ones():
-    """The notebook's parameters cell declares exactly PARAMS, with the same defaults."""
-    src = (ROOT / "tools/notebooks/05_paper_scale.py").read_text()
-    cell = next(c for c in src.split("# %%") if c.lstrip("\n").startswith("# parameters"))
-    declared = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(cell).body}
-    assert declared == {k: v[1] for k, v in PARAMS.items()}
-    nb = nbformat.read(ROOT / "notebooks/05_paper_scale.ipynb", as_version=4)
+    """Notebook 05's parameters cell declares exactly PARAMS, with the same defaults (and its paired text source,
+    when there is one, holds the same cell)."""
+    nb = nbformat.read(REPO / "notebooks/05_paper_scale.ipynb", as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1 and tagged[0].source.strip() == cell.strip()
+    assert len(tagged) == 1
+    assert _parameters_cell(tagged[0].source) == {k: v[1] for k, v in PARAMS.items()}
+    text = REPO / "notebooks/05_paper_scale.py"
+    if text.is_file():
+        cell = next(c for c in text.read_text().split("# %%") if c.lstrip(" \n").startswith('tags=["parameters"]'))
+        assert _parameters_cell(cell.split("\n", 1)[1]) == _parameters_cell(tagged[0].source)
 
 
 # ------------------------------------------------------------------------------------------ parameter checks
@@ -81,9 +92,9 @@ def test_check_params_reports_every_problem_at_once():
         check_params({"epoch": 3, "batch_size": "100", "lr_g": "1e-4", "amp": 1, "nz": True, "stages": 0,
                       "prior_sampling": "pcd", "sigma": -1.0, "n_train": 2.5})
     msg = str(err.value)
-    for part in ("unknown parameter 'epoch' (did you mean 'epochs'?)", "batch_size must be int", "got '100' (str)",
-                 "write 1.0e-4", "amp must be bool", "nz must be int", "stages must be a positive int",
-                 "prior_sampling must be 'memory' or 'langevin'", "sigma must be a finite number > 0",
+    for part in ("unknown parameter 'epoch' (did you mean 'epochs'?)", "batch_size must be int", "got '100' (a string",
+                 "write 1.0e-4", "amp must be bool", "nz must be int", "stages must be an int >= 1",
+                 "prior_sampling must be one of 'memory', 'langevin'; got 'pcd'", "sigma must be a finite number > 0",
                  "n_train must be int or None"):
         assert part in msg, part
 
@@ -96,7 +107,7 @@ def test_check_params_dataset_generator_and_paths():
     with pytest.raises(ValueError, match="image_size must be 64 or 128"):
         check_params({"dataset": "celeba", "image_size": 32})
     p = check_params({"dataset": "CIFAR-10", "out_dir": "runs/x", "n_train": None})
-    assert p["dataset"] == "cifar10" and p["generator"] == "cifar10" and p["out_dir"] == str(ROOT / "runs/x")
+    assert p["dataset"] == "cifar10" and p["generator"] == "cifar10" and p["out_dir"] == str(paths.root() / "runs/x")
     assert check_params({"dataset": "celeba", "image_size": 128})["generator"] == "celeba128"
     assert check_params(p) == p                                                # idempotent
     assert check_params({})["epochs"] == PARAMS["epochs"][1]
@@ -115,12 +126,6 @@ def test_cuda_without_gpu_is_a_clear_error(monkeypatch, tmp_path):
     assert run(tmp_path / "r", "--device", "cuda") == 2 and not (tmp_path / "r").exists()
 
 
-def test_notebook_params_takes_only_parameters():
-    ns = {"epochs": 3, "device": "cpu", "torch": torch, "len": len, "Path": Path, "_x": 1, "In": [], "Out": {},
-          "epoch": 4}
-    assert paper.notebook_params(ns) == {"epochs": 3, "device": "cpu", "epoch": 4}
-
-
 # ------------------------------------------------------------------------------------------ CLI runs
 def test_cli_trains_resumes_and_equals_an_uninterrupted_run(tmp_path, capsys):
     cut, full = tmp_path / "cut", tmp_path / "full"
@@ -129,14 +134,14 @@ def test_cli_trains_resumes_and_equals_an_uninterrupted_run(tmp_path, capsys):
     assert "starting of 1" in log and "epoch 1/1 stage 0" in log and "img/s" in log
     assert run(cut) == 0                                                     # epochs 2: resumes at epoch 1
     log = (cut / "train.log").read_text()
-    assert "resuming at epoch 1 of 2" in log and "epoch 2/2 stage 1" in log
+    assert "resuming after epoch 1 of 2" in log and "epoch 2/2 stage 1" in log
     assert run(full) == 0
     a, b = (torch.load(d / "last.pt", weights_only=True) for d in (cut, full))
     assert a["epoch"] == b["epoch"] == 2 and a["n_stages"] == 2
     assert all(torch.equal(a["generator"][k], b["generator"][k]) for k in a["generator"])
     assert all(torch.equal(a["prior"][k], b["prior"][k]) for k in a["prior"])
     assert a["history"]["nce_loss"] == b["history"]["nce_loss"]
-    assert run(cut) == 0 and "resuming at epoch 2 of 2" in (cut / "train.log").read_text()   # done: nothing to do
+    assert run(cut) == 0 and "resuming after epoch 2 of 2" in (cut / "train.log").read_text()   # done: nothing to do
     saved = json.loads((cut / "run.json").read_text())["params"]
     assert saved["sigma"] == 0.3 and saved["n_train"] == 300
 
@@ -157,22 +162,22 @@ def test_cli_refuses_another_config_and_keeps_everything(tmp_path, capsys):
 
 
 def test_cli_bad_values_exit_2(tmp_path, capsys):
-    assert paper.main(["--config", "ci", "--out-dir", str(tmp_path), "--epochs", "0"]) == 2
-    assert "epochs must be a positive int" in capsys.readouterr().err
+    assert main(["--config", "ci", "--out-dir", str(tmp_path), "--epochs", "0"]) == 2
+    assert "epochs must be an int >= 1; got 0" in capsys.readouterr().err
     for argv in (["--epochs", "ten"], ["--epoch", "3"], ["--amp", "maybe"]):     # argparse: type, name (no prefixes)
         with pytest.raises(SystemExit):
-            paper.main(argv)
+            main(argv)
     assert not any(tmp_path.iterdir())
 
 
 def test_nan_stops_with_step_stage_and_good_checkpoint(tmp_path, capsys, monkeypatch):
     assert run(tmp_path, epochs=1) == 0
     good = (tmp_path / "last.pt").read_bytes()
-    monkeypatch.setattr(train_mod, "sample_posterior", lambda g, prior, x, **kw: torch.full((len(x), 8), math.nan))
+    monkeypatch.setattr(accel, "sample_posterior", lambda g, prior, x, z0, **kw: torch.full_like(z0, math.nan))
     assert run(tmp_path) == 1
     err = capsys.readouterr().err
     assert "training stopped: non-finite training values" in err
-    assert "at epoch 1, step 0, stage 1" in err and f"last good checkpoint: {tmp_path / 'last.pt'}" in err
+    assert "in epoch 2 of 2, batch 1, stage 1" in err and f"Last good checkpoint: {tmp_path / 'last.pt'}" in err
     assert (tmp_path / "last.pt").read_bytes() == good and not (tmp_path / "stage1.pt").exists()
     assert "STOPPED: non-finite" in (tmp_path / "train.log").read_text()
 
@@ -180,11 +185,13 @@ def test_nan_stops_with_step_stage_and_good_checkpoint(tmp_path, capsys, monkeyp
 def test_cli_evaluation_writes_grids_and_metrics(tmp_path):
     argv = [a for a in TINY if a != "--no-eval"] + ["--out-dir", str(tmp_path), "--n-test", "40",
                                                     "--fid-samples", "60"]
-    assert paper.main(argv) == 0
+    assert main(argv) == 0
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["epochs_trained"] == 2 and m["n_stages"] == 2 and m["mse"]["n_images"] == 40
     assert 0 < m["mse"]["value"] < 1 and "[-1, 1]" in m["mse"]["scale"]
-    assert m["fid"]["kind"] in ("fid", "fd_classifier") and m["fid"]["n_generated"] == 60 and m["fid"]["library"]
+    assert "fid" not in m                                  # the sample score says what it is, never posing as FID
+    assert m["sample_score"]["kind"] in ("fid", "fd_classifier") and m["sample_score"]["n_generated"] == 60
+    assert m["sample_score"]["library"] and m["sample_score"]["value"] > 0
     assert all((tmp_path / f).stat().st_size > 0 for f in m["files"].values())
     # metrics.json of other run parameters is never overwritten
     with pytest.raises(paper.RunConflict, match="metrics.json"):
@@ -192,25 +199,19 @@ def test_cli_evaluation_writes_grids_and_metrics(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ speed paths
-def _tiny_model(seed=0):
-    torch.manual_seed(seed)
-    g = generator("digits", 4, 8)
-    prior = EBMPrior(4)
-    prior.add_stage()
-    prior.add_stage()
-    return g, prior, torch.rand(24, 1, 8, 8) * 2 - 1
-
-
 def test_shard_rows_follow_the_whole_batch_chains():
-    g, prior, x = _tiny_model()
+    """``randn=shard_randn(lo, hi, n)``: a shard's chains are exactly rows lo:hi of the whole batch's chains."""
+    g, prior, x = tiny_model()
     torch.manual_seed(1)
     whole = sample_posterior(g, prior, x, n_steps=15, n_stages=2)
     for lo, hi in ((0, 11), (11, 24)):
         torch.manual_seed(1)
-        part = sample_posterior(g, prior, x[lo:hi], n_steps=15, n_stages=2, rows=(lo, hi, 24))
+        part = sample_posterior(g, prior, x[lo:hi], n_steps=15, n_stages=2, randn=distributed.shard_randn(lo, hi, 24))
         assert torch.allclose(part, whole[lo:hi], atol=1e-6)
-    with pytest.raises(ValueError, match="rows must be"):
-        sample_posterior(g, prior, x[:5], rows=(0, 6, 24))
+    torch.manual_seed(1)
+    assert not torch.allclose(sample_posterior(g, prior, x[11:], n_steps=15, n_stages=2), whole[11:], atol=1e-2)
+    with pytest.raises(ValueError, match="B = len"):
+        sample_posterior(g, prior, x[:5], randn=distributed.shard_randn(0, 6, 24))
 
 
 def test_amp_keeps_reconstruction_error(tmp_path):
@@ -224,7 +225,7 @@ def test_amp_keeps_reconstruction_error(tmp_path):
     errs = {}
     for amp in (False, True):
         torch.manual_seed(0)
-        z = sample_posterior(g, prior, x, n_steps=20, amp=amp)
+        z = sample_posterior(Autocast(g) if amp else g, prior, x, n_steps=20)
         with torch.no_grad():
             errs[amp] = (x - g(z)).pow(2).mean().item()
     assert abs(errs[True] - errs[False]) < 0.03 * errs[False], errs
@@ -248,17 +249,23 @@ def test_channels_last_and_amp_train_steps_match_plain(tmp_path):
                     reason="AMDRE_SKIP_COMPILE=1, or no C++ compiler for torch.compile's CPU backend")
 def test_compiled_posterior_equals_eager():
     """One compiled graph per Langevin step gives the eager chains (same noise), up to rounding (~15 s to compile)."""
-    g, prior, x = _tiny_model()
-    compiled = CompiledPosterior(g, prior, step_size=0.01, sigma=0.3)
+    g, prior, x = tiny_model()
+    compiled = CompiledPosterior(g, prior, n_steps=10, step_size=0.01, sigma=0.3)
+    z0 = torch.randn(24, 4, generator=torch.Generator().manual_seed(2))
     torch.manual_seed(3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        fast = compiled(x, n_steps=10, n_stages=2)
+        fast = compiled(x, z0, n_stages=2)
     if compiled.failed is not None:                                   # e.g. no Python headers for inductor
         pytest.skip(f"torch.compile cannot build here: {compiled.failed}")
+    assert compiled._compiled is not None                             # the compiled path ran, not the fallback
     torch.manual_seed(3)
-    slow = sample_posterior(g, prior, x, n_steps=10, n_stages=2)
+    slow = sample_posterior(g, prior, x, z0, n_steps=10, step_size=0.01, sigma=0.3, n_stages=2)
     assert torch.allclose(fast, slow, atol=1e-5)
+    assert not torch.allclose(fast, z0, atol=1e-2)                      # the chains moved
     torch.manual_seed(3)
-    odd = compiled(x[:5], n_steps=10, n_stages=2)                     # another shape: the eager fallback
+    again = compiled(x, z0, n_stages=2, randn=torch.zeros_like)        # the noise comes from randn, here none
+    assert torch.allclose(again, sample_posterior(g, prior, x, z0, n_steps=10, step_size=0.01, sigma=0.3, n_stages=2,
+                                                  randn=torch.zeros_like), atol=1e-5)
+    odd = compiled(x[:5], z0[:5], n_stages=2)                         # another shape: the eager fallback
     assert odd.shape == (5, 4) and all(p.grad is None for p in g.parameters())

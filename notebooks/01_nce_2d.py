@@ -16,7 +16,7 @@
 #
 # We use `amdre.fit_log_ratio(xp, xq, method="nce")`: the ratio net of Table 4 (2 → 200 → 200 → 1, LeakyReLU 0.1).
 
-# %%
+# %% tags=["parameters"]
 # parameters
 seed = 0
 n_samples = 20000

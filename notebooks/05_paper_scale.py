@@ -33,7 +33,7 @@
 # without it the notebook reports the FD-classifier (a distance in the features of a small classifier trained here,
 # **not** comparable with FID) and `metrics.json` says which one it is, with the sample counts.
 
-# %%
+# %% tags=["parameters"]
 # parameters
 dataset = "mnist5k"          # svhn, cifar10, celeba, mnist, fashion-mnist, mnist5k, digits
 data_root = ""               # folder holding the datasets; '' = the repo's data/

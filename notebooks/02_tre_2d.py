@@ -12,7 +12,7 @@
 # Waymark samples are linear combinations of paired samples, $x_k = \sqrt{1-\alpha_k^2}\,x_p + \alpha_k x_q$ with
 # $\alpha_k = k/m$; all $m$ ratios are trained jointly (`amdre.fit_log_ratio(..., method="tre", n_ratios=m)`).
 
-# %%
+# %% tags=["parameters"]
 # parameters
 seed = 0
 n_samples = 20000

@@ -19,7 +19,7 @@
 # `runs/03_latent_ebm-<dataset>-seed<seed>/`. If that checkpoint is missing, this notebook trains the same model
 # (`amdre.train.teaching_config`, notebook 03's defaults) into the same folder, which takes a few minutes.
 
-# %%
+# %% tags=["parameters"]
 # parameters
 seed = 0
 dataset = "fashion-mnist"       # the dataset notebook 03 trained on ("fashion-mnist" or "mnist5k")

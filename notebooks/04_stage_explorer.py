@@ -23,7 +23,7 @@
 # Prior samples come from the persistent memory bank (posterior samples of the previous stage, which approximate
 # $p_{\phi_k}$ by construction). Everything here is `amdre.train`; this notebook only draws it.
 
-# %%
+# %% tags=["parameters"]
 # parameters
 seed = 0
 dataset = "digits"          # "digits" (8x8, fast), "mnist5k" or "fashion-mnist" (28x28, slower)

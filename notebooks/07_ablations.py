@@ -27,7 +27,7 @@
 # runs cannot share anything: the generator co-adapts with the prior from the first stage boundary on.
 # All of it is `amdre.metrics.stage_ablation`.
 
-# %%
+# %% tags=["parameters"]
 # parameters
 seeds = [0]                     # training seeds; the table shows each and their mean
 dataset = "fashion-mnist"       # "fashion-mnist", "mnist5k" (FD-classifier), or "celeba" (real FID; needs the weights)

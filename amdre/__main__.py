@@ -1,0 +1,111 @@
+"""The command line: ``python -m amdre --config configs/svhn.yaml [--epochs 100] [--device cuda] ...``
+
+Trains (or resumes) one paper-scale run into its folder and evaluates it (``amdre.paper``). Every option
+is a parameter of ``notebooks/05_paper_scale.ipynb``; a YAML preset uses the same names with underscores.
+Under ``torchrun --standalone --nproc_per_node=N -m amdre ...`` it trains data-parallel.
+Exit status: 0 done; 1 stopped (NaN/inf in training, or a file that could not be written: disk full, read-only);
+2 bad input (parameters, preset, an out_dir that holds another run or cannot exist, a damaged checkpoint).
+"""
+import argparse
+import gc
+import sys
+from pathlib import Path
+
+import torch
+
+from . import distributed, paper
+from .files import DamagedCheckpoint, FolderError, WriteError
+
+
+def _arg_type(types_):
+    kinds = types_ if isinstance(types_, tuple) else (types_,)
+
+    def parse(text: str):
+        if None in kinds and text.lower() in ("none", "null"):
+            return None
+        if bool in kinds:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"expected true or false; got {text!r}")
+        for k in kinds:
+            if k in (int, float):
+                try:
+                    return k(text)
+                except ValueError:
+                    continue
+            elif k is str:
+                return text
+        raise argparse.ArgumentTypeError(f"expected {' or '.join('None' if k is None else k.__name__ for k in kinds)}; "
+                                         f"got {text!r}")
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m amdre", allow_abbrev=False,
+        description="Train the adaptive multi-stage latent EBM (Xiao & Han 2022) at paper scale, resumably. "
+                    "Also runs under torchrun --nproc_per_node=N (data-parallel).",
+        epilog="Every option is a parameter of notebooks/05_paper_scale.ipynb; a YAML preset uses the same names "
+               "with underscores. Options given here override the preset.")
+    ap.add_argument("--config", help="preset: configs/<name>.yaml or a name (svhn, cifar10, celeba, celeba_hq, ci)")
+    ap.add_argument("--no-eval", action="store_true", help="train only: no grids, no metrics.json")
+    for name, (types_, default, meaning) in paper.PARAMS.items():
+        ap.add_argument("--" + name.replace("_", "-"), dest=name, type=_arg_type(types_), default=argparse.SUPPRESS,
+                        metavar=name.upper(), help=f"{meaning} [default {default!r}]")
+    return ap
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status."""
+    args = vars(parser().parse_args(argv))
+    try:
+        values = paper.load_preset(args.pop("config")) if args.get("config") else {}
+        args.pop("config", None)
+        no_eval = args.pop("no_eval")
+        values.update(args)
+        p = paper.check_params(values)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if p["threads"]:
+        torch.set_num_threads(p["threads"])
+    rank, world = distributed.init(p["device"])
+    try:
+        code = _run(p, rank, no_eval)
+    except (paper.RunConflict, FileNotFoundError, FileExistsError, ValueError, DamagedCheckpoint, FolderError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = 2
+    except (FloatingPointError, WriteError) as err:
+        print(f"{'training ' if isinstance(err, FloatingPointError) else ''}stopped: {err}", file=sys.stderr)
+        code = 1
+    gc.collect()                    # drop the DDP wrappers before their process group goes
+    if code == 0:
+        distributed.cleanup()
+    elif world > 1:
+        torch.distributed.destroy_process_group()
+    return code
+
+
+def _run(p: dict, rank: int, no_eval: bool) -> int:
+    paper.prepare_run(p)
+    if rank > 0:                    # rank 0 loads first (and builds CelebA's cache once), then the others
+        distributed.barrier()
+    train, test = paper.load_data(p)
+    if rank == 0:
+        distributed.barrier()
+    trainer = paper.train_run(p, train)
+    if rank == 0:
+        print(f"trained {trainer.epoch} epochs into {p['out_dir']}")
+        if not no_eval:
+            result = paper.evaluate_run(p, train, test)
+            mse = result["mse"]["value"] if result["mse"] else None
+            score = result["sample_score"] or {}
+            print(f"test MSE {mse}; {score.get('kind')} {score.get('value')}; "
+                  f"see {Path(p['out_dir']) / paper.METRICS_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

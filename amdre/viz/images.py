@@ -1,0 +1,110 @@
+"""Images (notebooks 03, 05, 08): grids, saved grids, and Langevin trajectories as strips and animations (Fig. 5)."""
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from ..files import atomic_write
+def image_grid(images, nrow: int = 8, pad: int = 1) -> np.ndarray:
+    """Tile images [N, C, H, W] in [-1, 1] into one [rows*(H+pad)+pad, nrow*(W+pad)+pad(, 3)] array in [0, 1]."""
+    x = torch.as_tensor(images).detach().float().cpu()
+    if x.ndim != 4 or x.shape[0] == 0 or x.shape[1] not in (1, 3):
+        raise ValueError(f"images must be a non-empty [N, C, H, W] tensor with C = 1 or 3; got {tuple(x.shape)}")
+    if not (isinstance(nrow, int) and nrow > 0):
+        raise ValueError(f"nrow must be a positive int; got {nrow!r}")
+    n, c, h, w = x.shape
+    ncol, nrows = min(nrow, n), -(-n // min(nrow, n))
+    grid = torch.ones(c, nrows * (h + pad) + pad, ncol * (w + pad) + pad)
+    for i in range(n):
+        r, col = divmod(i, ncol)
+        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = x[i]
+    grid = ((grid + 1) / 2).clamp(0, 1).numpy()
+    return grid[0] if c == 1 else grid.transpose(1, 2, 0)
+
+
+def show_images(images, nrow: int = 8, ax=None, title: str = None):
+    """Draw images [N, C, H, W] in [-1, 1] as one grid (``image_grid``) on ``ax``; returns the axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    grid = image_grid(images, nrow)
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def _frames_array(frames) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray([np.asarray(f) for f in frames]) if not torch.is_tensor(frames) else frames)
+    if x.ndim != 5 or x.shape[0] == 0 or x.shape[1] == 0 or x.shape[2] not in (1, 3):
+        raise ValueError(f"frames must be [T, N, C, H, W] (T recorded steps of N chains, C = 1 or 3); "
+                         f"got {tuple(x.shape)}")
+    return x.float()
+
+
+def plot_trajectory_strip(frames, steps, n_chains: int = 8, n_cols: int = 9, title: str = None):
+    """Fig. 5 as a static strip: rows are chains, columns are Langevin steps (evenly picked from ``steps``).
+
+    ``frames`` [T, N, C, H, W] holds the decoded images of N chains at the T recorded ``steps``.
+    """
+    x = _frames_array(frames)
+    steps = list(steps)
+    if len(steps) != x.shape[0]:
+        raise ValueError(f"steps must have one entry per frame ({x.shape[0]}); got {len(steps)}")
+    cols = np.unique(np.linspace(0, len(steps) - 1, min(n_cols, len(steps))).round().astype(int))
+    rows = min(n_chains, x.shape[1])
+    sel = x[cols][:, :rows].transpose(0, 1).reshape(-1, *x.shape[2:])          # row-major: chain, then step
+    fig, ax = plt.subplots(figsize=(1.0 * len(cols) + 0.4, 1.0 * rows + 0.5), constrained_layout=True)
+    show_images(sel, nrow=len(cols), ax=ax)
+    h, pad = x.shape[3], 1
+    ax.set_xticks([pad + i * (x.shape[4] + pad) + x.shape[4] / 2 for i in range(len(cols))],
+                  [str(steps[c]) for c in cols])
+    ax.set_xlabel("Langevin step")
+    ax.set_ylabel("chain")
+    ax.set_title(title or "prior Langevin from $p_0 = N(0, I)$ towards $p_\\phi$")
+    return fig
+
+
+def trajectory_animation(frames, steps, nrow: int = 8, interval: int = 120, title: str = "step {step}", dpi: int = 72):
+    """A matplotlib FuncAnimation of decoded Langevin chains: frame t shows all N chains at ``steps[t]``.
+
+    Save with ``anim.save(path, writer="pillow")`` (no ffmpeg needed); show inline with
+    ``IPython.display.HTML(anim.to_jshtml())``; close the figure afterwards (``plt.close(anim._fig)``).
+    ``dpi`` sets the frame resolution (and so the size of the GIF and of the embedded frames).
+    """
+    from matplotlib import animation
+
+    x = _frames_array(frames)
+    steps = list(steps)
+    if len(steps) != x.shape[0]:
+        raise ValueError(f"steps must have one entry per frame ({x.shape[0]}); got {len(steps)}")
+    grids = [image_grid(f, nrow) for f in x]
+    fig, ax = plt.subplots(figsize=(0.5 * min(nrow, x.shape[1]) + 0.4, 0.5 * -(-x.shape[1] // nrow) + 0.6), dpi=dpi)
+    im = ax.imshow(grids[0], cmap="gray" if grids[0].ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    label = ax.set_title(title.format(step=steps[0]))
+    fig.tight_layout()
+
+    def update(t):
+        im.set_data(grids[t])
+        label.set_text(title.format(step=steps[t]))
+        return im, label
+
+    return animation.FuncAnimation(fig, update, frames=len(grids), interval=interval, blit=False)
+
+
+def save_grid(images, path, nrow: int = 8, title: str = None):
+    """Save images [N, C, H, W] in [-1, 1] as one titled grid PNG at ``path`` (atomically, see ``savefig``)."""
+    grid = image_grid(images, nrow)
+    h, w = grid.shape[:2]
+    fig, ax = plt.subplots(figsize=(max(4.0, w / 40), h / 40 + (0.5 if title else 0.1)), dpi=100)
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight"))
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,53 @@
+"""The package's shape: import-linter's layer contracts hold, every module stays readable in one sitting, and the
+command line answers --help."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_LINES = 400
+
+
+def test_import_contracts_hold():
+    """``lint-imports`` (the contracts in pyproject.toml: the layers of amdre, the math modules' few imports)."""
+    pytest.importorskip("importlinter")
+    proc = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; "
+                           "lint_imports_command()", "--no-cache"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "0 broken" in proc.stdout and "KEPT" in proc.stdout
+
+
+def test_no_module_is_over_400_lines():
+    sizes = {str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in (REPO / "amdre").rglob("*.py")}
+    assert len(sizes) > 10 and "amdre/viz/__init__.py" in sizes
+    assert {p: n for p, n in sizes.items() if n > MAX_LINES} == {}
+
+
+def test_command_line_help():
+    proc = subprocess.run([sys.executable, "-m", "amdre", "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: python -m amdre")
+    for option in ("--config", "--no-eval", "--epochs", "--init-from", "--device", "--out-dir"):
+        assert option in proc.stdout, option
+
+
+def test_paths_follow_the_working_folder(tmp_path, monkeypatch):
+    """root() is $AMDRE_ROOT, else the amdre checkout holding the working folder, else the working folder."""
+    from amdre import paths
+    monkeypatch.delenv("AMDRE_ROOT", raising=False)
+    monkeypatch.delenv("AMDRE_FIGURES", raising=False)
+    monkeypatch.chdir(REPO / "notebooks")                       # where nbval starts kernels
+    assert paths.root() == REPO.resolve() and paths.runs() == REPO.resolve() / "runs"
+    assert paths.data() == REPO.resolve() / "data" and paths.figures() == REPO.resolve() / "runs" / "figures"
+    assert paths.configs() == REPO.resolve() / "configs"
+    monkeypatch.chdir(tmp_path)                                  # outside any checkout: the working folder
+    assert paths.root() == tmp_path.resolve() and paths.runs() == tmp_path.resolve() / "runs"
+    assert (paths.configs() / "svhn.yaml").is_file()            # the presets beside the package's source
+    monkeypatch.setenv("AMDRE_ROOT", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("AMDRE_FIGURES", str(tmp_path / "figs"))
+    assert paths.root() == (tmp_path / "elsewhere").resolve() and paths.figures() == (tmp_path / "figs").resolve()
+    assert paths.data() == (tmp_path / "elsewhere").resolve() / "data"
