@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from . import data, distributed, metrics, paths, viz
-from .accel import NO_GPU
+from .accel import resolve_device
 from .files import WriteError, read_checkpoint, read_json, write_json
 from .langevin import sample_images
 from .nets import GENERATORS, generator as make_generator, generator_key
@@ -139,11 +139,9 @@ def check_params(params: dict) -> dict:
     if not mistyped & {"dataset", "generator", "image_size"}:
         errors += _dataset_and_generator(p)
     try:
-        torch.device(p["device"])
-        if torch.device(p["device"]).type == "cuda" and not torch.cuda.is_available():
-            errors.append(NO_GPU.format(device=p["device"]))
-    except (RuntimeError, TypeError):
-        errors.append(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {p['device']!r}")
+        resolve_device(p["device"])
+    except ValueError as err:
+        errors.append(str(err))
     try:
         config_from_params(p, checked=True)
     except ValueError as err:                                   # TrainConfig's own checks, every bad field

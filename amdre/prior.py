@@ -27,6 +27,16 @@ class EBMPrior(nn.Module):
         self.nz = nz
         self.stages = nn.ModuleList()
 
+    @classmethod
+    def with_stages(cls, nz: int, n_stages: int, state_dict: dict = None) -> "EBMPrior":
+        """A prior of ``n_stages`` Table 4 stages (only the last one trainable), loaded from ``state_dict`` if given."""
+        prior = cls(nz)
+        for _ in range(n_stages):
+            prior.add_stage()
+        if state_dict is not None:
+            prior.load_state_dict(state_dict)
+        return prior
+
     @property
     def n_stages(self) -> int:
         return len(self.stages)

@@ -112,16 +112,6 @@ def _plain(v):
     return list(v) if isinstance(v, (tuple, list)) else v
 
 
-def build_prior(nz: int, n_stages: int, state_dict: dict = None, device="cpu") -> EBMPrior:
-    """An EBMPrior of ``n_stages`` Table 4 stages (the last one trainable), loaded from ``state_dict`` if given."""
-    prior = EBMPrior(nz).to(device)
-    for _ in range(n_stages):
-        prior.add_stage()
-    if state_dict is not None:
-        prior.load_state_dict(state_dict)
-    return prior
-
-
 class Trainer:
     """Holds the models, optimisers, memory bank and history; ``fit()`` trains to ``cfg.epochs``.
 
@@ -396,5 +386,5 @@ def load_checkpoint(path, device: str = "cpu"):
     cfg = TrainConfig(**ckpt["cfg"])
     g = make_generator(cfg.generator, cfg.nz, cfg.ngf).to(device)
     g.load_state_dict(ckpt["generator"])
-    prior = build_prior(cfg.nz, ckpt["n_stages"], ckpt["prior"], device)
+    prior = EBMPrior.with_stages(cfg.nz, ckpt["n_stages"], ckpt["prior"]).to(device)
     return g.eval().requires_grad_(False), prior.eval().requires_grad_(False), cfg, ckpt["history"]
