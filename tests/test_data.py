@@ -162,14 +162,16 @@ def test_digits_splits():
 
 
 def test_fashion_mnist_debian():
-    if not (data.DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"Debian package dataset-fashion-mnist not installed ({data.DEBIAN_FASHION_MNIST})")
+    system = data.system_datasets()
+    if system is None or not (system / "fashion-mnist" / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"Debian package dataset-fashion-mnist not installed (or ${data.SYSTEM_ENV} hides it)")
     assert "fashion-mnist" in data.available_offline()
-    test = load("fashion-mnist", "/nonexistent", split="test")
+    test = load("fashion-mnist", split="test")
+    assert test.source == str(data.locate("fashion-mnist", split="test"))  # data/ first, then the system folder
     check_images(test, 10000, (1, 28, 28))
     assert test.labels.bincount().tolist() == [1000] * 10
     assert test.images.min() == -1.0 and test.images.max() == 1.0
-    check_images(load("fashion-mnist", "/nonexistent", n=100), 100, (1, 28, 28))
+    check_images(load("fashion-mnist", system, n=100), 100, (1, 28, 28))
 
 
 def test_available_offline_and_dataset_protocol():
