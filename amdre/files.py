@@ -103,6 +103,18 @@ def write_json(obj, path) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def read_yaml(path, hint: str = ""):
+    """The YAML at ``path`` (None when empty); malformed YAML raises a ValueError naming the file and the line."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
+        raise ValueError(f"{path} is not valid YAML ({where}: {getattr(err, 'problem', None) or err}). {hint}") from err
+
+
 def read_json(path):
     """The json at ``path``, or None when there is no such file."""
     path = Path(path)

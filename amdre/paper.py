@@ -26,10 +26,11 @@ import torch
 
 from . import data, distributed, metrics, paths, viz
 from .accel import resolve_device
-from .files import WriteError, read_checkpoint, read_json, write_json
+from .files import WriteError, read_checkpoint, read_json, read_yaml, write_json
 from .langevin import sample_images
 from .nets import GENERATORS, generator as make_generator, generator_key
 from .params import STRING_HINT, type_name, type_ok
+from .experiments import run_dir
 from .train import RESUMABLE, Trainer, TrainConfig, config_diff, load_checkpoint
 
 RUN_FILE, METRICS_FILE, LOG_FILE = "run.json", "metrics.json", "train.log"
@@ -43,30 +44,31 @@ PARAMS = {
     "data_root": (str, "", "folder holding the datasets ('' = the repo's data/)"),
     "image_size": (int, 64, "CelebA only: 64 (Table 5 generator) or 128 (the celeba128 generator)"),
     "generator": (str, "", "amdre.nets generator ('' = the dataset's Table 5 network)"),
-    "n_train": ((int, None), 2000, "first n training examples (None = all; CelebA: 40,000)"),
-    "n_test": (int, 1000, "test images for the reconstruction MSE (the paper: 10,000)"),
-    "fid_samples": (int, 1000, "generated images for FID, or FD-classifier without FID weights (0 = skip)"),
+    "n_train": ((int, None), 1000, "first n training examples (None = all; CelebA: 40,000)"),
+    "n_test": (int, 500, "test images for the reconstruction MSE (the paper: 10,000)"),
+    "fid_samples": (int, 500, "generated images for FID, or FD-classifier without FID weights (0 = skip)"),
     "epochs": (int, 6, "training epochs (App. A.3: 100; CIFAR-10 200)"),
     "stages": (int, 3, "density-ratio stages m (App. A.3: 4)"),
     "stage_every": (int, 2, "a new stage every this many epochs (App. A.3: 25; CIFAR-10 50)"),
     "batch_size": (int, 100, "global batch size (App. A.3 / LEBM: 100)"),
     "nz": (int, 16, "latent dimension (100; CIFAR-10 128)"),
-    "ngf": (int, 16, "generator width (64)"),
+    "ngf": (int, 8, "generator width (64)"),
     "ld_steps": (int, 20, "posterior Langevin steps (30; CIFAR-10 40)"),
     "ld_step_size": (float, 0.01, "posterior Langevin step s of Eq. 3 (0.01 = LEBM's and the paper's 0.1)"),
     "sigma": (float, 0.3, "std of p(x|z)"),
-    "lr_g": (float, 2e-3, "generator Adam learning rate (App. A.3: 1e-4; the tiny default run: 2e-3)"),
+    "lr_g": (float, 4e-3, "generator Adam learning rate (App. A.3: 1e-4; the tiny default run: 4e-3)"),
     "lr_ebm": (float, 5e-4, "ratio-net Adam learning rate (App. A.3: 5e-5; the tiny default run: 5e-4)"),
-    "prior_sampling": (str, "memory", "prior samples for NCE: 'memory' (persistent bank, App. A.3) or 'langevin'"),
+    "prior_sampling": (str, "langevin", "prior samples for NCE: 'langevin' (short-run prior LD) or 'memory' (the "
+                                        "persistent bank of App. A.3)"),
     "prior_ld_steps": (int, 60, "prior Langevin steps when prior_sampling='langevin'"),
     "prior_ld_step_size": (float, 0.16, "prior Langevin step s of Eq. 3 (0.16 = LEBM's 0.4)"),
     "sample_ld_steps": (int, 100, "test-time prior Langevin steps for samples (App. A.3: 100)"),
-    "sample_ld_step_size": (float, 0.01, "test-time prior Langevin step s of Eq. 3 (the paper's 0.1)"),
+    "sample_ld_step_size": (float, 0.1, "test-time prior Langevin step s of Eq. 3 (the paper's 0.1, read in Eq. 3)"),
     "device": (str, "cpu", "'cpu', 'cuda' or 'cuda:N'"),
     "amp": (bool, False, "bf16 autocast of the generator (GPU speed)"),
     "compile": (bool, False, "torch.compile the posterior Langevin step (GPU speed; slow to compile on CPU)"),
     "channels_last": (bool, False, "NHWC generator (GPU speed)"),
-    "out_dir": (str, "runs/05_tiny", "run folder (relative paths are relative to the repo root)"),
+    "out_dir": (str, "", "run folder, relative to the repo root; '' = runs/05_paper_scale-<hash of the run's parameters>"),
     "resume": (bool, True, "continue the run in out_dir if there is one (False: out_dir must hold no run)"),
     "init_from": (str, "", "a checkpoint of another run to start this new run from (same networks and stage "
                            "schedule; new learning rates and step sizes allowed); '' = start from scratch"),
@@ -134,8 +136,6 @@ def check_params(params: dict) -> dict:
                       f"{p['sample_ld_step_size']!r}")
     if p["image_size"] not in (64, 128):
         errors.append(f"image_size must be 64 or 128 (CelebA); got {p['image_size']!r}")
-    if not p["out_dir"].strip():
-        errors.append("out_dir must name a folder, e.g. 'runs/svhn'")
     if not mistyped & {"dataset", "generator", "image_size"}:
         errors += _dataset_and_generator(p)
     try:
@@ -148,6 +148,8 @@ def check_params(params: dict) -> dict:
         errors += [line.strip()[2:].replace("n_stages must", "stages must") for line in str(err).splitlines()[1:]]
     if errors:
         raise ValueError("bad run parameters:\n  - " + "\n  - ".join(errors))
+    if not p["out_dir"].strip():                                 # one folder per run-defining configuration
+        p["out_dir"] = str(run_dir("05_paper_scale", {k: v for k, v in p.items() if k not in RESUMABLE_PARAMS}))
     for name in ("out_dir", "data_root", "init_from"):
         if p[name]:
             p[name] = str((paths.root() / p[name]).resolve())
@@ -189,8 +191,6 @@ def config_from_params(params: dict, checked: bool = False) -> TrainConfig:
 def load_preset(preset) -> dict:
     """The parameters of a preset: a YAML file path, or a name of ``configs/<name>.yaml`` (svhn, cifar10,
     celeba, celeba_hq, ci). Clear errors for an unknown preset and for malformed YAML."""
-    import yaml
-
     path = Path(preset)
     if not path.suffix:
         path = paths.configs() / f"{preset}.yaml"
@@ -198,13 +198,7 @@ def load_preset(preset) -> dict:
         known = ", ".join(sorted(q.stem for q in paths.configs().glob("*.yaml"))) or (
             f"none, there is no configs/ folder in {paths.root()}: run from the amdre checkout or give a YAML file")
         raise FileNotFoundError(f"no preset {str(preset)!r} ({path} does not exist); presets: {known}")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
-        raise ValueError(f"{path} is not valid YAML ({where}: {getattr(err, 'problem', None) or err}). "
-                         f"Each line must be 'name: value', as in configs/svhn.yaml.") from err
+    values = read_yaml(path, "Each line must be 'name: value', as in configs/svhn.yaml.") or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold parameter names and values, 'name: value' lines as in configs/svhn.yaml")
     return values
@@ -390,8 +384,8 @@ def _sample_score(p, g, prior, train_data, out, device, sampler) -> dict:
                 "reason": "no FID weights on disk and no labels to train the FD-classifier; put "
                           f"{metrics.FID_WEIGHTS_NAME} where amdre.metrics.find_fid_weights looks "
                           f"(or set ${metrics.FID_WEIGHTS_ENV}) and re-run: the run resumes and only evaluates"}
-    model = metrics.fd_classifier(train_data.images, train_data.labels, cache_path=out / "fd_classifier.pt",
-                                  seed=p["seed"], device=str(device))
+    cache = paths.runs() / f"fd_classifier-{p['dataset']}-n{len(train_data)}.pt"     # one per training set, seed 0
+    model = metrics.fd_classifier(train_data.images, train_data.labels, cache_path=cache, seed=0, device=str(device))
     return {"kind": "fd_classifier", "value": metrics.fd_classifier_score(model, real, fake), **common,
             "library": "amdre.metrics FeatureClassifier (small CNN trained 5 epochs on this run's training set, "
                        "128-d features): NOT FID, comparable only between runs scored with the same classifier",

@@ -137,7 +137,10 @@ def _type_error(name, default, value):
     kind = bool if isinstance(default, bool) else int if isinstance(default, int) else type(default)
     if not type_ok(value, float if kind is float else kind):
         what = {list: "a list", int: "an int", float: "a number", bool: "True or False"}.get(kind, f"a {kind.__name__}")
-        return f"{name} must be {what} like {default!r}; got {value!r}" + (_hint(value) if kind in (int, float) else "")
+        hint = (_hint(value) if kind in (int, float) else
+                f" (papermill's -p passes text: write -y '{name}: {default!r}')" if kind is list and isinstance(value, str)
+                else "")
+        return f"{name} must be {what} like {default!r}; got {value!r}{hint}"
     if kind is list and default and value:
         item = float if all(type_ok(d, float) for d in default) else type(default[0])
         bad = [v for v in value if not type_ok(v, item)]

@@ -5,7 +5,8 @@ token, throw-away config/runtime/settings/workspace folders), opens the stage ex
 notebook in Debian's Chromium through Playwright, runs all cells from the Run menu,
 moves the ``stage`` IntSlider with the keyboard and checks that the figure in the
 widget's output changed and that no cell shows a traceback. It writes
-``figures/jupyterlab_walkthrough.png`` (the page after the slider moved) and the
+``jupyterlab_walkthrough.png`` (the page after the slider moved) into ``amdre.paths.figures()``
+(runs/figures/; the README's copy is refreshed with ``AMDRE_FIGURES=figures``) and the
 before/after images of the widget output to ``tests/_artifacts/``.
 
 Run it with::
@@ -37,13 +38,15 @@ from pathlib import Path
 
 import pytest
 
+from amdre import paths
+
 REPO = Path(__file__).resolve().parents[1]
 
 # The notebook under test; JupyterLab's root folder is its parent folder.
 NOTEBOOK = REPO / "notebooks" / "04_stage_explorer.ipynb"
 SLIDER_DESCRIPTION = "stage"  # the IntSlider's `description`
 
-WALKTHROUGH_PNG = REPO / "figures" / "jupyterlab_walkthrough.png"
+WALKTHROUGH_PNG = paths.figures() / "jupyterlab_walkthrough.png"   # README's copy: AMDRE_FIGURES=figures
 ARTIFACTS = REPO / "tests" / "_artifacts"  # git-ignored
 
 CHROMIUM_ARGS = [
@@ -485,7 +488,7 @@ def test_stage_slider_in_jupyterlab(lab_server, page):
         time.sleep(0.3)
         WALKTHROUGH_PNG.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(WALKTHROUGH_PNG))
-        log(f"wrote {WALKTHROUGH_PNG.relative_to(REPO)} and {ARTIFACTS.relative_to(REPO)}/stage_*.png")
+        log(f"wrote {WALKTHROUGH_PNG} and {ARTIFACTS.relative_to(REPO)}/stage_*.png")
     except BaseException:
         try:
             page.screenshot(path=str(ARTIFACTS / "failure.png"))
