@@ -6,6 +6,8 @@ import numpy as np
 import torch
 
 from ..files import atomic_write
+
+
 def image_grid(images, nrow: int = 8, pad: int = 1) -> np.ndarray:
     """Tile images [N, C, H, W] in [-1, 1] into one [rows*(H+pad)+pad, nrow*(W+pad)+pad(, 3)] array in [0, 1]."""
     x = torch.as_tensor(images).detach().float().cpu()
@@ -44,35 +46,49 @@ def _frames_array(frames) -> torch.Tensor:
     return x.float()
 
 
-def plot_trajectory_strip(frames, steps, n_chains: int = 8, n_cols: int = 9, title: str = None):
-    """Fig. 5 as a static strip: rows are chains, columns are Langevin steps (evenly picked from ``steps``).
+def plot_trajectory_strip(frames, steps, n_chains: int = 8, n_cols: int = 9, title: str = None, show_steps=None,
+                          ax=None):
+    """Fig. 5 as a static strip: rows are chains, columns are Langevin steps, each column labelled with its step.
 
-    ``frames`` [T, N, C, H, W] holds the decoded images of N chains at the T recorded ``steps``.
+    ``frames`` [T, N, C, H, W] holds the decoded images of N chains at the T recorded ``steps``. The columns are
+    ``show_steps`` (steps among ``steps``) when given, else ``n_cols`` evenly picked from ``steps``. Draws on
+    ``ax`` when given; returns the figure.
     """
     x = _frames_array(frames)
     steps = list(steps)
     if len(steps) != x.shape[0]:
         raise ValueError(f"steps must have one entry per frame ({x.shape[0]}); got {len(steps)}")
-    cols = np.unique(np.linspace(0, len(steps) - 1, min(n_cols, len(steps))).round().astype(int))
+    if show_steps is not None:
+        missing = [t for t in show_steps if t not in steps]
+        if missing or not len(show_steps):
+            raise ValueError(f"show_steps must be a non-empty list of recorded steps; {missing} are not among "
+                             f"the {len(steps)} recorded ({steps[0]}..{steps[-1]})")
+        cols = np.array([steps.index(t) for t in show_steps])
+    else:
+        cols = np.unique(np.linspace(0, len(steps) - 1, min(n_cols, len(steps))).round().astype(int))
     rows = min(n_chains, x.shape[1])
     sel = x[cols][:, :rows].transpose(0, 1).reshape(-1, *x.shape[2:])          # row-major: chain, then step
-    fig, ax = plt.subplots(figsize=(1.0 * len(cols) + 0.4, 1.0 * rows + 0.5), constrained_layout=True)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.8 * len(cols) + 0.6, 0.8 * rows + 0.7), constrained_layout=True)
     show_images(sel, nrow=len(cols), ax=ax)
-    h, pad = x.shape[3], 1
-    ax.set_xticks([pad + i * (x.shape[4] + pad) + x.shape[4] / 2 for i in range(len(cols))],
-                  [str(steps[c]) for c in cols])
+    h, w, pad = x.shape[3], x.shape[4], 1
+    ax.set_xticks([pad + i * (w + pad) + w / 2 for i in range(len(cols))], [str(steps[c]) for c in cols])
+    ax.set_yticks([pad + i * (h + pad) + h / 2 for i in range(rows)], [str(i + 1) for i in range(rows)])
+    ax.tick_params(length=0)
     ax.set_xlabel("Langevin step")
     ax.set_ylabel("chain")
     ax.set_title(title or "prior Langevin from $p_0 = N(0, I)$ towards $p_\\phi$")
-    return fig
+    return ax.figure
 
 
-def trajectory_animation(frames, steps, nrow: int = 8, interval: int = 120, title: str = "step {step}", dpi: int = 72):
+def trajectory_animation(frames, steps, nrow: int = 8, interval: int = 120, title: str = "step {step}",
+                         dpi: int = 100, inches_per_image: float = 1.0):
     """A matplotlib FuncAnimation of decoded Langevin chains: frame t shows all N chains at ``steps[t]``.
 
     Save with ``anim.save(path, writer="pillow")`` (no ffmpeg needed); show inline with
     ``IPython.display.HTML(anim.to_jshtml())``; close the figure afterwards (``plt.close(anim._fig)``).
-    ``dpi`` sets the frame resolution (and so the size of the GIF and of the embedded frames).
+    Each image takes ``inches_per_image`` at ``dpi``: the defaults make a row of 8 chains 840 px wide, readable
+    at the README's width. ``dpi`` also sets the size of the GIF and of the embedded frames.
     """
     from matplotlib import animation
 
@@ -80,8 +96,11 @@ def trajectory_animation(frames, steps, nrow: int = 8, interval: int = 120, titl
     steps = list(steps)
     if len(steps) != x.shape[0]:
         raise ValueError(f"steps must have one entry per frame ({x.shape[0]}); got {len(steps)}")
+    if not (isinstance(inches_per_image, (int, float)) and inches_per_image > 0):
+        raise ValueError(f"inches_per_image must be a number > 0; got {inches_per_image!r}")
     grids = [image_grid(f, nrow) for f in x]
-    fig, ax = plt.subplots(figsize=(0.5 * min(nrow, x.shape[1]) + 0.4, 0.5 * -(-x.shape[1] // nrow) + 0.6), dpi=dpi)
+    cols, rows = min(nrow, x.shape[1]), -(-x.shape[1] // nrow)
+    fig, ax = plt.subplots(figsize=(inches_per_image * cols + 0.4, inches_per_image * rows + 0.6), dpi=dpi)
     im = ax.imshow(grids[0], cmap="gray" if grids[0].ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
