@@ -77,7 +77,7 @@ lab: $(STAMP)
 
 # Rebuild the committed notebooks on purpose: sync each notebook with its py:percent source (jupytext), execute it
 # at its defaults into runs/notebooks/, and only when it passes (its claims hold) copy it over the committed one,
-# without volatile metadata (papermill's timings, empty tags), and its figures into figures/; its py:percent source is
+# without volatile metadata (papermill's timings on every cell, markdown too; empty tags), and its figures into figures/; its py:percent source is
 # synced again. A failing notebook leaves both untouched.
 # One or a few: make notebooks NAMES="03_latent_ebm 08_langevin_trajectory"
 STAGE := runs/notebooks
@@ -93,6 +93,7 @@ notebooks: $(STAMP)
 	    --ClearMetadataPreprocessor.preserve_nb_metadata_mask=language_info \
 	    --output-dir notebooks $(STAGE)/$$name/$$name.ipynb; \
 	  $(PY) -c 'import sys, nbformat; nb = nbformat.read(sys.argv[1], 4); \
+	    [(c.metadata.pop("papermill", None), c.metadata.pop("execution", None)) for c in nb.cells]; \
 	    [c.metadata.pop("tags") for c in nb.cells if c.metadata.get("tags") == []]; nbformat.write(nb, sys.argv[1])' \
 	    notebooks/$$name.ipynb; \
 	  $(VENV)/bin/jupytext --sync --quiet notebooks/$$name.ipynb; \

@@ -63,6 +63,12 @@ def gaussian_pair(gap: float, dim: int = 2) -> tuple:
     return Gaussian(mean, std ** 2), standard_normal(dim)
 
 
+def pair_samples(p, q, n: int, seed: int, n_test: int = 5000) -> tuple:
+    """Seed ``seed``'s ``n`` training samples of p and of q and ``n_test`` held-out samples of p: three independent
+    draws (seeds 3 * seed, 3 * seed + 1, 3 * seed + 2), so that different seeds never share a sample."""
+    return p.sample(n, 3 * seed), q.sample(n, 3 * seed + 1), p.sample(n_test, 3 * seed + 2)
+
+
 def true_log_ratio(p, q, x) -> torch.Tensor:
     """log p(x) - log q(x) from the exact densities."""
     return p.log_prob(x) - q.log_prob(x)

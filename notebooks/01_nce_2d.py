@@ -29,7 +29,6 @@ hand_steps = 100                           # steps of the hand-written NCE loop,
 n_threads = 1                              # torch CPU threads
 
 # %%
-from IPython.display import Image, display
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -50,15 +49,6 @@ torch.manual_seed(seed)
 torch.set_num_threads(n_threads)
 seeds = range(seed, seed + n_seeds)
 
-
-def save_and_show(fig, name):
-    """Write the figure with viz.savefig (into amdre.paths.figures()) and show that PNG: one rendering, not two."""
-    display(Image(filename=str(viz.savefig(fig, name, close=True))))
-
-
-def samples(p, q, s):
-    """Seed s's training samples of p and q and held-out samples of p: three independent draws per seed."""
-    return p.sample(n_samples, 3 * s), q.sample(n_samples, 3 * s + 1), p.sample(5000, 3 * s + 2)
 
 
 # %% [markdown]
@@ -81,7 +71,7 @@ for gap in gaps:
 
 # %%
 p, q = toys.gaussian_pair(close_gap)
-xp, xq, x_test = samples(p, q, seed)
+xp, xq, x_test = toys.pair_samples(p, q, n_samples, seed)
 
 torch.manual_seed(seed)                            # fit_log_ratio seeds torch (initial weights) ...
 batches = torch.Generator().manual_seed(seed)      # ... and a generator for the minibatches the same way
@@ -130,12 +120,13 @@ for gap in gaps:
     p, q = toys.gaussian_pair(gap)
     kls = []
     for s in seeds:
-        xp, xq, x_test = samples(p, q, s)
+        xp, xq, x_test = toys.pair_samples(p, q, n_samples, s)
         model = amdre.fit_log_ratio(xp, xq, method="nce", steps=steps, seed=s)
         kls.append(toys.kl_estimate(model, x_test))
     results[gap] = dict(p=p, q=q, xp=xp, xq=xq, model=model, true_kl=p.kl(q), nce_kl=float(np.mean(kls)), kls=kls)
     print(f"gap {gap:3.1f}: true KL {results[gap]['true_kl']:6.2f}   NCE estimate {results[gap]['nce_kl']:6.2f}"
           + (f"   (seeds: {', '.join(f'{k:.2f}' for k in kls)})" if n_seeds > 1 else ""))
+
 
 # %% [markdown]
 # ## Close densities: NCE gets the log-ratio right
@@ -148,7 +139,7 @@ def show_gap(gap):
                                        r["xp"], r["xq"], extent=max(3.0, gap + 1), title=f"(gap {gap})")
 
 fig = show_gap(close_gap)
-save_and_show(fig, "01_nce_close.png")
+viz.show_saved(fig, "01_nce_close.png")
 
 # %% [markdown]
 # ## Far densities: the classifier wins too easily
@@ -161,7 +152,7 @@ save_and_show(fig, "01_nce_close.png")
 
 # %%
 fig = show_gap(far_gap)
-save_and_show(fig, "01_nce_far.png")
+viz.show_saved(fig, "01_nce_far.png")
 
 # %% [markdown]
 # Along the line through both means the same picture reads as numbers: around $p$ (grey band) NCE's log-ratio stops
@@ -183,7 +174,7 @@ fig = viz.plot_kl_sweep(gaps, [results[g]["true_kl"] for g in gaps], {"NCE": [re
 ax = fig.axes[0]
 ax.set_title("NCE's KL estimate saturates as the gap grows")
 ax.set_xlabel("gap |mean of p - mean of q|")
-save_and_show(fig, "01_nce_kl_sweep.png")
+viz.show_saved(fig, "01_nce_kl_sweep.png")
 
 # %% [markdown]
 # ## Explore: a slider over the gap

@@ -35,7 +35,6 @@ n_threads = 1                # torch CPU threads
 # %%
 import math
 
-from IPython.display import Image, display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -59,15 +58,6 @@ torch.set_num_threads(n_threads)
 seeds = range(seed, seed + n_seeds)
 
 
-def save_and_show(fig, name):
-    """Write the figure with viz.savefig (into amdre.paths.figures()) and show that PNG: one rendering, not two."""
-    display(Image(filename=str(viz.savefig(fig, name, close=True))))
-
-
-def samples(p, q, s):
-    """Seed s's training samples of p and q and held-out samples of p: three independent draws per seed."""
-    return p.sample(n_samples, 3 * s), q.sample(n_samples, 3 * s + 1), p.sample(5000, 3 * s + 2)
-
 
 # %% [markdown]
 # ## Waymarks between a far pair, by hand
@@ -76,7 +66,7 @@ def samples(p, q, s):
 
 # %%
 p, q = toys.gaussian_pair(far_gap)
-xp, xq, x_test = samples(p, q, seed)
+xp, xq, x_test = toys.pair_samples(p, q, n_samples, seed)
 print(f"gap {far_gap}: KL(p || q) = {p.kl(q):.1f} nats")
 
 alphas = (torch.arange(n_ratios + 1) / n_ratios) ** power
@@ -86,7 +76,8 @@ assert all(torch.allclose(w, v, atol=1e-5) for w, v in zip(waymarks, make_waymar
 fig = viz.plot_waymarks(waymarks, extent=far_gap)
 for ax, a in zip(fig.axes, alphas.tolist()):
     ax.set_title(f"{ax.get_title()}   α = {a:.2f}", fontsize=10)
-save_and_show(fig, "02_waymarks.png")
+viz.show_saved(fig, "02_waymarks.png")
+
 
 # %% [markdown]
 # ## Where to put the waymarks
@@ -155,6 +146,7 @@ hand_vs_package = (torch.stack(hand_losses) - torch.tensor(package.losses).T).ab
 print(f"largest difference between our stage losses and fit_log_ratio's over {hand_steps} steps: {hand_vs_package:.1e}")
 assert hand_vs_package < 1e-4, "the hand-written loop should reproduce fit_log_ratio's first steps"
 
+
 # %% [markdown]
 # ## The long runs: TRE and NCE on the far pair
 # Now the package trains both for `steps` steps, with the same network for every ratio. Its width is `hidden = 100`,
@@ -180,7 +172,7 @@ viz.plot_losses(tre.losses, ax=axes[0], labels=[f"stage {k}" for k in range(n_ra
 axes[0].set_title(f"TRE: {n_ratios} stage losses (power {power})")
 viz.plot_losses(nce.losses, ax=axes[1], labels=["NCE"], chance=True)
 axes[1].set_title("NCE: one loss, driven to ~0")
-save_and_show(fig, "02_losses.png")
+viz.show_saved(fig, "02_losses.png")
 tre_final = [float(np.mean(c[-100:])) for c in tre.losses]
 nce_final = float(np.mean(nce.losses[0][-100:]))
 print("mean loss over the last 100 steps: TRE stages", [round(v, 3) for v in tre_final], f"  NCE {nce_final:.4f}")
@@ -192,7 +184,7 @@ print("mean loss over the last 100 steps: TRE stages", [round(v, 3) for v in tre
 
 # %%
 fig = viz.plot_tre_stages(tre, waymarks, extent=far_gap)
-save_and_show(fig, "02_tre_stages.png")
+viz.show_saved(fig, "02_tre_stages.png")
 
 # %%
 viz.figure_slider(lambda k: viz.plot_tre_stage(tre, waymarks, k, extent=far_gap), range(n_ratios),
@@ -210,7 +202,7 @@ viz.figure_slider(lambda k: viz.plot_tre_stage(tre, waymarks, k, extent=far_gap)
 true_fn = lambda x: toys.true_log_ratio(p, q, x)
 fig = viz.plot_log_ratio_heatmaps(true_fn, {"NCE": nce, f"TRE (m={n_ratios})": tre}, xp, xq, extent=far_gap + 1,
                                   title=f"(gap {far_gap})")
-save_and_show(fig, "02_tre_far.png")
+viz.show_saved(fig, "02_tre_far.png")
 
 peak = true_fn(p.mean[None].float()).item()
 u = p.mean.float() / far_gap                       # unit vector from q's mean (the origin) to p's mean
@@ -218,7 +210,7 @@ fig = viz.plot_log_ratio_slice(true_fn, {"NCE": nce, f"TRE (m={n_ratios})": tre}
                                origin=(0.0, 0.0), samples={"p": xp, "q": xq}, ylim=(-2 * peak, 1.5 * peak))
 fig.axes[0].set_xlabel("distance from q's mean towards p's mean")
 fig.axes[0].set_title(f"log p/q along the line through both means (gap {far_gap})")
-save_and_show(fig, "02_tre_slice.png")
+viz.show_saved(fig, "02_tre_slice.png")
 
 # %% [markdown]
 # ## NCE vs TRE vs truth on pairs tens of nats apart
@@ -231,7 +223,7 @@ for gap in table_gaps:
     pg, qg = toys.gaussian_pair(gap)
     est = {"NCE": [], "TRE": []}
     for s in seeds:
-        xpg, xqg, xtg = samples(pg, qg, s)
+        xpg, xqg, xtg = toys.pair_samples(pg, qg, n_samples, s)
         tre_g, nce_g = (tre, nce) if (gap, s) == (far_gap, seed) else fit_pair(xpg, xqg, s)
         est["TRE"].append(toys.kl_estimate(tre_g, xtg))
         est["NCE"].append(toys.kl_estimate(nce_g, xtg))
@@ -246,7 +238,7 @@ fig = viz.plot_kl_sweep(table.index, table.true_KL, {"NCE": table.NCE, f"TRE (m=
 ax = fig.axes[0]
 ax.set_title("TRE tracks the true KL where NCE saturates")
 ax.set_xlabel("gap |mean of p - mean of q|")
-save_and_show(fig, "02_nce_vs_tre.png")
+viz.show_saved(fig, "02_nce_vs_tre.png")
 
 # %% [markdown]
 # ## The claims, asserted

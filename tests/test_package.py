@@ -51,3 +51,19 @@ def test_paths_follow_the_working_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("AMDRE_FIGURES", str(tmp_path / "figs"))
     assert paths.root() == (tmp_path / "elsewhere").resolve() and paths.figures() == (tmp_path / "figs").resolve()
     assert paths.data() == (tmp_path / "elsewhere").resolve() / "data"
+
+
+@pytest.mark.parametrize("nb", sorted((REPO / "notebooks").glob("0*.ipynb")), ids=lambda p: p.stem)
+def test_committed_notebooks_are_executed_paired_and_free_of_volatile_metadata(nb):
+    import jupytext
+    import nbformat
+
+    book = nbformat.read(nb, as_version=4)
+    assert set(book.metadata) <= {"kernelspec", "language_info"}, f"{nb.name}: notebook metadata {set(book.metadata)}"
+    for i, cell in enumerate(book.cells):
+        assert not {"papermill", "execution"} & set(cell.metadata), f"{nb.name} cell {i}: run timings in its metadata"
+        assert cell.metadata.get("tags", None) != [], f"{nb.name} cell {i}: an empty tags list"
+    code = [c for c in book.cells if c.cell_type == "code"]
+    assert code and all(c.execution_count for c in code), f"{nb.name}: not executed (make notebooks)"
+    paired = jupytext.read(nb.with_suffix(".py"))                      # the py:percent source says the same cells
+    assert [c.source for c in paired.cells] == [c.source for c in book.cells], f"{nb.name}: run jupytext --sync"

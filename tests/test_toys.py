@@ -66,3 +66,12 @@ def test_gaussian_kl_closed_form_matches_monte_carlo():
 def test_gaussian_pair_kl_grows_to_tens_of_nats():
     kls = [toys.gaussian_pair(g)[0].kl(toys.gaussian_pair(g)[1]) for g in (1.0, 5.0, 9.0)]
     assert kls[0] < 1 < 10 < kls[1] < kls[2] and kls[2] > 40
+
+
+def test_pair_samples_are_independent_across_seeds_and_roles():
+    p, q = toys.gaussian_pair(3.0)
+    xp, xq, x_test = toys.pair_samples(p, q, 500, seed=1, n_test=200)
+    assert torch.equal(xp, p.sample(500, 3)) and torch.equal(xq, q.sample(500, 4)) and torch.equal(x_test, p.sample(200, 5))
+    xp2, _, _ = toys.pair_samples(p, q, 500, seed=2, n_test=200)
+    assert not torch.isin(xp2[:, 0], torch.cat([xp[:, 0], x_test[:, 0]])).any()   # seed 2 shares no draw with seed 1
+    assert abs(xp.mean(0) - p.mean).max() < 0.1 and abs(xq.mean(0)).max() < 0.15     # each from its own density

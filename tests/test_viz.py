@@ -288,3 +288,17 @@ def test_trajectory_animation_is_readable_at_the_readme_width(tmp_path):
     plt.close(anim._fig)
     with pytest.raises(ValueError, match="inches_per_image"):
         viz.trajectory_animation(frames, [0, 2, 4, 6], inches_per_image=0)
+
+
+def test_show_saved_writes_the_png_it_shows(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from IPython import display as ipd
+    shown = []
+    monkeypatch.setenv("AMDRE_FIGURES", str(tmp_path))
+    monkeypatch.setattr(ipd, "display", lambda obj: shown.append(obj))
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = viz.show_saved(fig, "line.png")
+    assert path == tmp_path / "line.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(shown) == 1 and shown[0].data == path.read_bytes()     # the displayed image is the file's bytes
+    assert not plt.fignum_exists(fig.number)                           # closed: no second rendering inline

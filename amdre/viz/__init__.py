@@ -26,3 +26,13 @@ def savefig(fig, name: str, folder=None, close: bool = False) -> Path:
     if close:
         plt.close(fig)
     return path
+
+
+def show_saved(fig, name: str) -> Path:
+    """``savefig(fig, name, close=True)``, then display that PNG in the notebook: one rendering, the same pixels as
+    the file. Returns the path."""
+    from IPython.display import Image, display
+
+    path = savefig(fig, name, close=True)
+    display(Image(filename=str(path)))
+    return path
