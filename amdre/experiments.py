@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import paths
+from . import metrics, paths
 from .anomaly import chance_auprc, format_mean_std, heldout_split, repeated_auprc
 from .data import ImageData
 from .langevin import posterior_bank
@@ -221,6 +221,15 @@ def run_dir(prefix: str, cfg, **extra) -> Path:
     what.update({f"extra:{k}": v for k, v in extra.items()})
     tag = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return paths.runs() / f"{prefix}-{tag}"
+
+
+def shared_fd_classifier(labelled: ImageData, epochs: int = 3, device: str = "cpu"):
+    """The FD-classifier's feature network trained on ``labelled`` (seed 0), cached in
+    ``runs/fd_classifier-{name}-n{N}-e{epochs}.pt``: every run scored on the same training set uses one and the
+    same network (notebooks 03, 07, 08 and the paper-scale evaluation), so their scores compare."""
+    cache = paths.runs() / f"fd_classifier-{labelled.name}-n{len(labelled)}-e{epochs}.pt"
+    return metrics.fd_classifier(labelled.images, labelled.labels, cache_path=cache, epochs=epochs, seed=0,
+                                 device=device)
 
 
 TEACHING_DATASETS = ("fashion12k", "mnist5k")   # 28x28 grey sets that load on a fresh machine (amdre.data)

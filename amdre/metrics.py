@@ -276,9 +276,18 @@ def fd_classifier_score(model: FeatureClassifier, real_images, fake_images, batc
     models scored with the same classifier and the same real set. With F = 128 features use a
     few thousand images per side; the estimate is biased upwards for small samples.
     """
-    mu1, sig1 = feature_statistics(classifier_features(model, real_images, batch_size))
-    mu2, sig2 = feature_statistics(classifier_features(model, fake_images, batch_size))
-    return frechet_distance(mu1, sig1, mu2, sig2)
+    return fd_against(model, real_images, batch_size)(fake_images)
+
+
+def fd_against(model: FeatureClassifier, real_images, batch_size: int = 500):
+    """``score(images)`` -> the FD-classifier of ``images`` against ``real_images``, whose feature statistics
+    are computed here once (for scoring many samplers against one real set)."""
+    real = feature_statistics(classifier_features(model, real_images, batch_size))
+
+    def score(images) -> float:
+        return frechet_distance(*real, *feature_statistics(classifier_features(model, images, batch_size)))
+
+    return score
 
 
 # ---------------------------------------------------------------- FID (pytorch-fid, weights on disk only)

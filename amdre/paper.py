@@ -30,7 +30,7 @@ from .files import WriteError, read_checkpoint, read_json, read_yaml, write_json
 from .langevin import sample_images
 from .nets import GENERATORS, generator as make_generator, generator_key
 from .params import STRING_HINT, type_name, type_ok
-from .experiments import run_dir
+from .experiments import run_dir, shared_fd_classifier
 from .train import RESUMABLE, Trainer, TrainConfig, config_diff, load_checkpoint
 
 RUN_FILE, METRICS_FILE, LOG_FILE = "run.json", "metrics.json", "train.log"
@@ -384,8 +384,7 @@ def _sample_score(p, g, prior, train_data, out, device, sampler) -> dict:
                 "reason": "no FID weights on disk and no labels to train the FD-classifier; put "
                           f"{metrics.FID_WEIGHTS_NAME} where amdre.metrics.find_fid_weights looks "
                           f"(or set ${metrics.FID_WEIGHTS_ENV}) and re-run: the run resumes and only evaluates"}
-    cache = paths.runs() / f"fd_classifier-{p['dataset']}-n{len(train_data)}.pt"     # one per training set, seed 0
-    model = metrics.fd_classifier(train_data.images, train_data.labels, cache_path=cache, seed=0, device=str(device))
+    model = shared_fd_classifier(train_data, epochs=5, device=str(device))       # one per training set
     return {"kind": "fd_classifier", "value": metrics.fd_classifier_score(model, real, fake), **common,
             "library": "amdre.metrics FeatureClassifier (small CNN trained 5 epochs on this run's training set, "
                        "128-d features): NOT FID, comparable only between runs scored with the same classifier",

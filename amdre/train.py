@@ -219,7 +219,7 @@ class Trainer:
         t0 = time.perf_counter()
         for i, (x, _, idx) in enumerate(self.loader):
             z, stats = self.step(x.to(self.device), idx.to(self.device), k, i)
-            values = stats.tolist()                               # the one host sync per batch
+            values = stats.tolist()                               # the statistics reach the host once per batch
             if not all(math.isfinite(v) for v in values):
                 raise self._diverged(e, k, i, values)
             self.opt_g.step()

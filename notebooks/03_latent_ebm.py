@@ -353,21 +353,10 @@ stage_table.round(3)
 
 # %%
 clf_set = data.load(dataset, n=classifier_n)
-clf_path = paths.runs() / f"fd_classifier-{dataset}-n{len(clf_set)}-e{classifier_epochs}.pt"
-classifier = metrics.fd_classifier(clf_set.images, clf_set.labels, cache_path=clf_path, epochs=classifier_epochs)
-
-
-def features(x):
-    """The classifier's 128-d features of images x, in batches of 100 (larger ones cost system time: memory mapping)."""
-    return metrics.classifier_features(classifier, x, batch_size=100)
-
-
-real_stats = metrics.feature_statistics(features(x_test))      # computed once
-
-
-def fd(x):
-    """FD-classifier of images x against the n_eval real test images (metrics.fd_classifier_score, real side cached)."""
-    return metrics.frechet_distance(*real_stats, *metrics.feature_statistics(features(x)))
+classifier = experiments.shared_fd_classifier(clf_set, epochs=classifier_epochs)      # cached in runs/
+# fd(x): the FD-classifier of images x against the n_eval real test images, whose statistics are computed once;
+# batches of 100 (larger ones cost system time on a CPU: memory mapping)
+fd = metrics.fd_against(classifier, x_test, batch_size=100)
 
 
 @functools.lru_cache(maxsize=None)

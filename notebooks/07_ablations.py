@@ -75,7 +75,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from amdre import data, experiments, langevin, metrics, params, paths, tre, viz
+from amdre import data, experiments, langevin, metrics, params, tre, viz
 from amdre.files import read_checkpoint
 from amdre.nets import generator as make_generator
 from amdre.prior import EBMPrior
@@ -135,13 +135,8 @@ if dataset == "celeba":
         return metrics.fid(x_real, x, weights_path=fid_weights or None, device=device)
 else:
     metric_name = "FD-classifier"
-    clf_set = data.load(dataset, root, n=classifier_n)
-    clf_path = paths.runs() / f"fd_classifier-{dataset}-n{len(clf_set)}-e{classifier_epochs}.pt"
-    classifier = metrics.fd_classifier(clf_set.images, clf_set.labels, cache_path=clf_path, epochs=classifier_epochs,
-                                       device=device)
-    real_stats = metrics.feature_statistics(metrics.classifier_features(classifier, x_real))
-    def image_score(x):
-        return metrics.frechet_distance(*real_stats, *metrics.feature_statistics(metrics.classifier_features(classifier, x)))
+    classifier = experiments.shared_fd_classifier(data.load(dataset, root, n=classifier_n), classifier_epochs, device)
+    image_score = metrics.fd_against(classifier, x_real)
 real_floor = image_score(train_set.images[:n_eval])         # real images against real images: the best possible score
 print(train_set, f"scored by {metric_name} against {len(x_real)} test images; real training images score "
       f"{real_floor:.1f} (the floor)", sep="\n")

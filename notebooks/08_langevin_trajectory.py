@@ -168,20 +168,9 @@ HTML(f'<img src="data:image/gif;base64,{base64.b64encode(buffer.getvalue()).deco
 
 # %%
 clf_set = data.load(dataset, n=classifier_n)
-clf_path = paths.runs() / f"fd_classifier-{dataset}-n{len(clf_set)}-e{classifier_epochs}.pt"
-classifier = metrics.fd_classifier(clf_set.images, clf_set.labels, cache_path=clf_path, epochs=classifier_epochs)
+classifier = experiments.shared_fd_classifier(clf_set, epochs=classifier_epochs)      # notebook 03's, from runs/
 x_real = data.load(dataset, split="test", n=n_eval).images
-def features(x):
-    """The classifier's 128-d features of images x, in batches of 100 (larger ones cost system time: memory mapping)."""
-    return metrics.classifier_features(classifier, x, batch_size=100)
-
-
-real_stats = metrics.feature_statistics(features(x_real))      # computed once
-
-
-def fd(x):
-    """FD-classifier of images x against the n_eval real test images (metrics.fd_classifier_score, real side cached)."""
-    return metrics.frechet_distance(*real_stats, *metrics.feature_statistics(features(x)))
+fd = metrics.fd_against(classifier, x_real, batch_size=100)    # FD-classifier of images against x_real
 
 
 fd_steps = sorted({0, 10, 20, 50, 100, n_steps // 2, n_steps} & set(steps))

@@ -331,3 +331,30 @@ def test_sample_images_by_stage_closed_form():
             sample_images(g, prior, 10, n_stages=bad)
     with pytest.raises(ValueError, match="in 0..0"):
         sample_images(g, None, 10, n_stages=1)
+
+
+def test_fd_against_scores_like_fd_classifier_score_with_the_real_side_once(monkeypatch):
+    from amdre import metrics as m
+    torch.manual_seed(0)
+    images, labels = torch.rand(60, 1, 8, 8) * 2 - 1, torch.arange(60) % 3
+    model = m.train_feature_classifier(images, labels, epochs=1, seed=0)
+    real, fake = images[:30], images[30:].flip(-1)
+    calls = []
+    features = m.classifier_features
+    monkeypatch.setattr(m, "classifier_features", lambda *a, **k: calls.append(1) or features(*a, **k))
+    score = m.fd_against(model, real, batch_size=7)
+    assert len(calls) == 1                                          # the real side, once
+    assert score(fake) == m.fd_classifier_score(model, real, fake, batch_size=7) and score(real) < 1e-6 < score(fake)
+    assert len(calls) == 6                                          # then one per score(...) (3) and two for the direct score
+
+
+def test_shared_fd_classifier_is_trained_once_per_training_set(tmp_path, monkeypatch):
+    from amdre import experiments, metrics as m
+    from amdre.data import ImageData
+    monkeypatch.setenv("AMDRE_ROOT", str(tmp_path))
+    labelled = ImageData(torch.rand(40, 1, 8, 8) * 2 - 1, torch.arange(40) % 2, "toy")
+    first = experiments.shared_fd_classifier(labelled, epochs=1)
+    assert (tmp_path / "runs" / "fd_classifier-toy-n40-e1.pt").is_file()
+    monkeypatch.setattr(m, "train_feature_classifier", lambda *a, **k: pytest.fail("trained again"))
+    again = experiments.shared_fd_classifier(labelled, epochs=1)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))

@@ -14,6 +14,16 @@ def grid_points(extent=3.0, n=120):
     return torch.stack([xx.flatten(), yy.flatten()], 1), xx.numpy(), yy.numpy()
 
 
+def _square(ax, extent, ticks: bool = True):
+    """The square [-extent, extent]^2 at equal aspect (no ticks unless ``ticks``)."""
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
+    ax.set_aspect("equal")
+    if not ticks:
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
 @torch.no_grad()
 def _on_grid(fn, extent, n):
     pts, xx, yy = grid_points(extent, n)
@@ -56,11 +66,9 @@ def plot_log_ratio_heatmaps(true_fn, est_fn, xp=None, xq=None, extent=3.0, n=120
             if s is not None:
                 ax.scatter(s[:300, 0], s[:300, 1], s=2, c=c, alpha=0.5, label=label)
         ax.set_title(f"{name} log p/q {title}".strip())
-        ax.set_xlim(-extent, extent)
-        ax.set_ylim(-extent, extent)
         ax.set_xlabel("$x_1$")
         ax.set_ylabel("$x_2$")
-        ax.set_aspect("equal")
+        _square(ax, extent)
     if xp is not None or xq is not None:
         axes[0].legend(loc="lower left", markerscale=4, fontsize=8)
     plt.colorbar(im, ax=axes, shrink=0.8, extend="both", label="log p(x)/q(x)  [nats]")
@@ -125,11 +133,7 @@ def plot_waymarks(waymarks, extent=3.0, axes=None, max_points=400):
     colors = plt.cm.viridis(np.linspace(0, 1, m))
     for k, (ax, w) in enumerate(zip(np.atleast_1d(axes), waymarks)):
         ax.scatter(w[:max_points, 0], w[:max_points, 1], s=3, color=colors[k])
-        ax.set_xlim(-extent, extent)
-        ax.set_ylim(-extent, extent)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        _square(ax, extent, ticks=False)
         ax.set_title(f"$p_{{{k}}}$")
     return np.atleast_1d(axes)[0].figure
 
@@ -148,9 +152,7 @@ def plot_tre_stage(model, waymarks, k, extent=3.0, n=100, axes=None):
     axes[1].set_title(f"learned log $r_{{{k}}}$ = log $p_{{{k}}}/p_{{{k + 1}}}$")
     plt.colorbar(im, ax=axes[1])
     for ax in axes:
-        ax.set_xlim(-extent, extent)
-        ax.set_ylim(-extent, extent)
-        ax.set_aspect("equal")
+        _square(ax, extent)
     return axes[0].figure
 
 
@@ -174,11 +176,7 @@ def plot_tre_stages(model, waymarks, extent=3.0, n=80, max_points=300):
         bottom.set_title(f"learned log $r_{{{k}}}$", fontsize=10)
         fig.colorbar(im, ax=bottom, orientation="horizontal", shrink=0.9, label="nats")
         for ax in (top, bottom):
-            ax.set_xlim(-extent, extent)
-            ax.set_ylim(-extent, extent)
-            ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _square(ax, extent, ticks=False)
     axes[0, 0].set_ylabel(f"$x_2$ in [{-extent:g}, {extent:g}]", fontsize=8)
     axes[1, 0].set_ylabel(f"$x_2$ in [{-extent:g}, {extent:g}]", fontsize=8)
     return fig
