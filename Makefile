@@ -17,7 +17,7 @@ KERNEL_ENV := IPYTHONDIR=$(CURDIR)/.ipython
 # A cell that runs 15 minutes is stuck (no notebook needs a third of that at its defaults): fail it, do not wait.
 PAPERMILL := $(KERNEL_ENV) $(PY) -m papermill --cwd notebooks --no-progress-bar --log-level WARNING --execution-timeout 900
 
-.PHONY: install demo test test-unit test-notebooks lint lab notebooks paper clean-stamps
+.PHONY: install demo test test-unit test-notebooks lint lab notebooks paper gpu-check clean-stamps
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -113,3 +113,10 @@ paper: $(STAMP)
 	AMDRE_FIGURES=$(abspath $(OUT))/figures $(KERNEL_ENV) $(PY) -m papermill --cwd notebooks --log-output \
 	  -f configs/$(DATASET).yaml \
 	  -p out_dir $(OUT) $(PARAMS) notebooks/05_paper_scale.ipynb $(PAPER_NB)
+
+# On a machine with a CUDA GPU: the GPU tests (tests/test_gpu.py) and every benchmark mode for every preset, with
+# nothing but python3 and torch, numpy, scipy, yaml, matplotlib, pandas, tqdm, pytest (no venv, pip, network or
+# Jupyter). Writes $(GPU_OUT)/gpu_check.json and gpu_check.md; see benchmarks/gpu_check.py.
+GPU_OUT ?= runs/gpu-check
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(PYTHON) benchmarks/gpu_check.py --out $(GPU_OUT)

@@ -131,7 +131,9 @@ class CompiledPosterior:
                 if cudagraphs:
                     torch.compiler.cudagraph_mark_step_begin()
                 try:
-                    z = self._compiled(z, x, eps, n_stages)
+                    # A CUDA graph writes every replay's output into the same memory: copy z out before the
+                    # next replay overwrites it (it is that replay's input, and the caller keeps the last one).
+                    z = self._compiled(z, x, eps, n_stages).clone()
                 except Exception as err:                          # noqa: BLE001 - reported, then eager
                     if t > 0:
                         raise
@@ -139,7 +141,7 @@ class CompiledPosterior:
                     warnings.warn(f"torch.compile of the posterior Langevin step failed ({self.failed}); "
                                   f"using the eager loop", RuntimeWarning, stacklevel=2)
                     return self._eager(x, z0, n_stages, randn)
-        return z.clone()
+        return z
 
 
 def training_step(trainer):

@@ -26,6 +26,9 @@ class EBMPrior(nn.Module):
             raise ValueError(f"nz must be a positive int; got {nz!r}")
         self.nz = nz
         self.stages = nn.ModuleList()
+        # An empty tensor that follows .to(), .double(), .cuda(): with no stage yet, it is what tells a new
+        # stage where to live (device and dtype). Not saved in the state dict.
+        self.register_buffer("where", torch.empty(0), persistent=False)
 
     @classmethod
     def with_stages(cls, nz: int, n_stages: int, state_dict: dict = None) -> "EBMPrior":
@@ -43,17 +46,16 @@ class EBMPrior(nn.Module):
 
     def add_stage(self, module: nn.Module = None) -> nn.Module:
         """Append stage r_m (a new Table 4 ``RatioMLP(nz)`` unless ``module`` is given) and freeze the
-        earlier stages (requires_grad False), as sequential training only fits the newest one (Sec. 3.3)."""
-        for stage in self.stages:
-            stage.requires_grad_(False)
+        earlier stages (requires_grad False), as sequential training only fits the newest one (Sec. 3.3).
+
+        The stage is moved to the prior's device and dtype (those of ``.to()``, also with no stage yet)."""
         if module is None:
             module = RatioMLP(self.nz)
-            p = next(iter(self.parameters()), None)
-            if p is not None:
-                module.to(p.device)
         if not isinstance(module, nn.Module):
             raise ValueError(f"a stage must be an nn.Module mapping [N, {self.nz}] -> [N]; got {type(module).__name__}")
-        self.stages.append(module)
+        for stage in self.stages:
+            stage.requires_grad_(False)
+        self.stages.append(module.to(device=self.where.device, dtype=self.where.dtype))
         return module
 
     def _check(self, z: torch.Tensor, n_stages) -> int:
@@ -100,9 +102,8 @@ class EBMPrior(nn.Module):
         """
         if not (isinstance(n, int) and n > 0 and isinstance(n_proposals, int) and n_proposals > 0):
             raise ValueError(f"n and n_proposals must be positive ints; got {n!r}, {n_proposals!r}")
-        p = next(iter(self.parameters()), None)
-        device = generator.device if generator is not None else (p.device if p is not None else "cpu")
-        z = torch.randn(n_proposals, self.nz, generator=generator, device=device)
+        device = generator.device if generator is not None else self.where.device
+        z = torch.randn(n_proposals, self.nz, generator=generator, device=device, dtype=self.where.dtype)
         log_w = torch.cat([self.stage_log_ratios(c, n_stages).sum(0) for c in z.split(chunk)])
         probs = torch.softmax(log_w, 0)
         idx = torch.multinomial(probs, n, replacement=True, generator=generator)

@@ -13,8 +13,10 @@ posterior as in the last stage of training):
   beside a plain eager reference loop written here (a fresh graph and noise tensor per step, one call per ratio
   stage), in the same run, and their ratio. ``--options on`` forces the preset's options on a CPU too.
 * ``train``: training images per second of ``amdre.train.Trainer`` with the library's options beside the same
-  Trainer with every speed option off (the eager reference): the best of ``--repeats`` whole epochs of stage 3,
-  after three warm-up epochs.
+  Trainer with every speed option off (the eager reference), and beside a third contender, the training loop of
+  the method this paper improves on, LEBM (Pang et al. 2020, its public ``train_svhn.py`` protocol) written here
+  in plain eager fp32: per batch 20 posterior and 60 prior Langevin steps of its 200-unit energy MLP, then the
+  generator and energy updates. The best of ``--repeats`` whole epochs of stage 3, after three warm-up epochs.
   On CUDA it also reports ``torch.cuda.max_memory_allocated`` (after three warm-up epochs).
 * ``memory``: the bytes one training step needs (parameters, gradients, Adam, memory bank, activations saved for
   backward, counted with saved-tensor hooks on the meta device), for batch 100.
@@ -62,6 +64,60 @@ def reference_posterior(g, stages, x, z, n_steps, step_size, sigma):
     return z.detach()
 
 
+class LEBMEnergy(torch.nn.Module):
+    """LEBM's prior energy E(z) for SVHN (Pang et al. 2020): nz -> 200 -> 200 -> 1, LeakyReLU(0.2);
+    p(z) ∝ exp(-E(z)) N(0, I)."""
+
+    def __init__(self, nz, width=200):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(nz, width), torch.nn.LeakyReLU(0.2), torch.nn.Linear(width, width),
+                                       torch.nn.LeakyReLU(0.2), torch.nn.Linear(width, 1))
+
+    def forward(self, z):
+        return self.net(z).squeeze(1)
+
+
+class LEBMLoop:
+    """One epoch of LEBM's training protocol, eager and fp32, as its public code runs it: per batch, 20 posterior
+    Langevin steps (two autograd calls per step, one for the generator's error and one for the energy; LEBM's
+    step 0.1, drift s^2/2 and noise s), 60 prior steps (step 0.4), then one Adam step of the generator
+    (summed squared error / batch) and one of the energy (E(posterior) - E(prior))."""
+
+    def __init__(self, cfg, device, posterior_steps=20, prior_steps=60):
+        self.g = make_generator(cfg.generator, cfg.nz, cfg.ngf).to(device)
+        self.e = LEBMEnergy(cfg.nz).to(device)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
+        self.opt_e = torch.optim.Adam(self.e.parameters(), lr=cfg.lr_ebm, betas=(0.5, 0.999))
+        self.cfg, self.device, self.steps = cfg, device, (posterior_steps, prior_steps)
+        self.history = {"epoch_time": []}
+
+    def _langevin(self, z, n_steps, s, x=None):
+        for _ in range(n_steps):
+            z = z.detach().requires_grad_(True)
+            grad = 0
+            if x is not None:
+                err = ((self.g(z) - x) ** 2).sum() / (2 * self.cfg.sigma ** 2)
+                grad = torch.autograd.grad(err, z)[0]
+            grad = grad + torch.autograd.grad(self.e(z).sum(), z)[0]
+            z = z.detach() - 0.5 * s * s * (grad + z.detach()) + s * torch.randn_like(z)
+        return z.detach()
+
+    def epoch(self, images):
+        t0 = time.perf_counter()
+        for x in images.split(self.cfg.batch_size):
+            x = x.to(self.device)
+            z_post = self._langevin(torch.randn(len(x), self.cfg.nz, device=self.device), self.steps[0], 0.1, x)
+            z_prior = self._langevin(torch.randn(len(x), self.cfg.nz, device=self.device), self.steps[1], 0.4)
+            self.opt_g.zero_grad(set_to_none=True)
+            (((self.g(z_post) - x) ** 2).sum() / len(x)).backward()
+            self.opt_g.step()
+            self.opt_e.zero_grad(set_to_none=True)
+            (self.e(z_post).mean() - self.e(z_prior).mean()).backward()
+            self.opt_e.step()
+        sync(self.device)
+        self.history["epoch_time"].append(time.perf_counter() - t0)
+
+
 def preset_config(name, device, options, quick):
     values = load_preset(name)
     values.update(device=str(device), out_dir="runs/bench", progress=False)
@@ -88,7 +144,14 @@ def timed(fns, device, repeats):
     return best
 
 
+def fresh_compiler():
+    """Forget earlier compiled graphs: torch.compile keeps at most 8 variants of one function (here the Langevin
+    step) per process and silently runs the rest eagerly, so each preset starts with an empty cache."""
+    torch._dynamo.reset()
+
+
 def bench_langevin(name, device, options, quick, repeats):
+    fresh_compiler()
     values, cfg = preset_config(name, device, options, quick)
     torch.manual_seed(0)
     g = make_generator(cfg.generator, cfg.nz, cfg.ngf).to(device)
@@ -119,6 +182,7 @@ def bench_langevin(name, device, options, quick, repeats):
 
 
 def bench_train(name, device, options, quick, batches, repeats):
+    fresh_compiler()
     values, cfg = preset_config(name, device, options, quick)
     n = batches * cfg.batch_size
     shape = data.shape(values["dataset"], values["image_size"])
@@ -136,16 +200,22 @@ def bench_train(name, device, options, quick, batches, repeats):
             t.fit(3)                                                     # warm-up epochs: stages 0-2
             if device.type == "cuda":
                 out[f"{label}_max_memory_GiB"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+        scale = cfg.ld_steps / load_preset(name)["ld_steps"]             # --quick shortens LEBM's chains alike
+        lebm = trainers["lebm"] = LEBMLoop(plain, device, round(20 * scale) or 1, round(60 * scale) or 1)
+        x = images.images.to(device)
+        for _ in range(3):
+            lebm.epoch(x)
         for r in range(repeats):                                         # timed epochs, interleaved
-            for t in trainers.values():
+            for label, t in trainers.items():
                 sync(device)
-                t.fit(4 + r)
+                t.epoch(x) if label == "lebm" else t.fit(4 + r)
                 sync(device)
     for label, t in trainers.items():
         out[label] = n / min(t.history["epoch_time"][3:])
     return {"preset": name, "batch": cfg.batch_size, "steps": cfg.ld_steps, "images": n, "amp": cfg.amp,
             "compile": cfg.compile, "library_images_per_s": out["library"], "reference_images_per_s": out["reference"],
-            "speedup": out["library"] / out["reference"], **{k: v for k, v in out.items() if k.endswith("GiB")}}
+            "lebm_images_per_s": out["lebm"], "speedup": out["library"] / out["reference"],
+            "speedup_vs_lebm": out["library"] / out["lebm"], **{k: v for k, v in out.items() if k.endswith("GiB")}}
 
 
 def bench_memory(name, batch=100):
@@ -231,9 +301,10 @@ def main(argv=None):
         results["langevin"] = rows
     if args.mode in ("train", "all"):
         rows = [bench_train(p, device, args.options, args.quick, batches, repeats) for p in args.presets]
-        print("\ntraining (Trainer, stage 3 epoch): images/s, library options vs all speed options off")
+        print("\ntraining (Trainer, stage 3 epoch): images/s, library options vs all speed options off, and LEBM's "
+              "protocol (20 posterior + 60 prior steps, eager fp32)")
         cols = ["preset", "batch", "steps", "images", "amp", "compile", "library_images_per_s",
-                "reference_images_per_s", "speedup"]
+                "reference_images_per_s", "lebm_images_per_s", "speedup", "speedup_vs_lebm"]
         print(table(rows, cols + (["library_max_memory_GiB", "reference_max_memory_GiB"]
                                   if device.type == "cuda" else [])))
         results["train"] = rows
