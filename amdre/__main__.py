@@ -1,10 +1,11 @@
 """The command line: ``python -m amdre --config configs/svhn.yaml [--epochs 100] [--device cuda] ...``
 
-Trains (or resumes) one paper-scale run into its folder and evaluates it (``amdre.paper``). Every option
+Trains (or resumes) one paper-scale run into its folder and evaluates it (``amdre.pipeline``). Every option
 is a parameter of ``notebooks/05_paper_scale.ipynb``; a YAML preset uses the same names with underscores.
 Under ``torchrun --standalone --nproc_per_node=N -m amdre ...`` it trains data-parallel.
 Exit status: 0 done; 1 stopped (NaN/inf in training, or a file that could not be written: disk full, read-only);
-2 bad input (parameters, preset, an out_dir that holds another run or cannot exist, a damaged checkpoint).
+2 bad input (parameters, preset, an out_dir that holds another run or cannot exist, a damaged checkpoint);
+130 interrupted (Ctrl-C or SIGTERM; the same command continues from the last checkpoint).
 """
 import argparse
 import gc
@@ -13,14 +14,22 @@ from pathlib import Path
 
 import torch
 
-from . import distributed, paper
-from .files import DamagedCheckpoint, FolderError, WriteError
+from . import distributed, pipeline
+from .checkpoint import DamagedCheckpoint
+from .config import load_preset
+from .files import FolderError, WriteError
 
 
 def _arg_type(types_):
     kinds = types_ if isinstance(types_, tuple) else (types_,)
 
     def parse(text: str):
+        if tuple in kinds:                                        # Adam's betas: "0.5,0.999"
+            try:
+                return [float(v) for v in text.split(",")]
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected numbers separated by commas, like 0.5,0.999; got "
+                                                 f"{text!r}") from None
         if None in kinds and text.lower() in ("none", "null"):
             return None
         if bool in kinds:
@@ -51,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
                "with underscores. Options given here override the preset.")
     ap.add_argument("--config", help="preset: configs/<name>.yaml or a name (svhn, cifar10, celeba, celeba_hq, ci)")
     ap.add_argument("--no-eval", action="store_true", help="train only: no grids, no metrics.json")
-    for name, (types_, default, meaning) in paper.PARAMS.items():
+    for name, (types_, default, meaning) in pipeline.PARAMS.items():
         ap.add_argument("--" + name.replace("_", "-"), dest=name, type=_arg_type(types_), default=argparse.SUPPRESS,
                         metavar=name.upper(), help=f"{meaning} [default {default!r}]")
     return ap
@@ -61,11 +70,11 @@ def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
     args = vars(parser().parse_args(argv))
     try:
-        values = paper.load_preset(args.pop("config")) if args.get("config") else {}
+        values = load_preset(args.pop("config")) if args.get("config") else {}
         args.pop("config", None)
         no_eval = args.pop("no_eval")
         values.update(args)
-        p = paper.check_params(values)
+        p = pipeline.check_params(values)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -73,14 +82,19 @@ def main(argv=None) -> int:
         torch.set_num_threads(p["threads"])
     rank, world = distributed.init(p["device"])
     try:
-        code = _run(p, rank, no_eval)
-    except (paper.RunConflict, FileNotFoundError, FileExistsError, ValueError, DamagedCheckpoint, FolderError) as err:
+        with pipeline.stop_on_sigterm():
+            code = _run(p, rank, no_eval)
+    except (pipeline.RunConflict, FileNotFoundError, FileExistsError, ValueError, DamagedCheckpoint, FolderError) as err:
         print(f"error: {err}", file=sys.stderr)
         code = 2
     except (FloatingPointError, WriteError) as err:
         print(f"{'training ' if isinstance(err, FloatingPointError) else ''}stopped: {err}", file=sys.stderr)
         code = 1
-    gc.collect()                    # drop the DDP wrappers before their process group goes
+    except KeyboardInterrupt as err:                          # Ctrl-C, or SIGTERM (pipeline.stop_on_sigterm)
+        print(f"stopped: {str(err) or 'interrupted (Ctrl-C)'}. The run continues from its last checkpoint when the same command "
+              f"is run again.", file=sys.stderr)
+        code = 130
+    gc.collect()                    # drop what holds the process group before it goes
     if code == 0:
         distributed.cleanup()
     elif world > 1:
@@ -89,21 +103,21 @@ def main(argv=None) -> int:
 
 
 def _run(p: dict, rank: int, no_eval: bool) -> int:
-    paper.prepare_run(p)
+    pipeline.prepare_run(p)
     if rank > 0:                    # rank 0 loads first (and builds CelebA's cache once), then the others
         distributed.barrier()
-    train, test = paper.load_data(p)
+    train, test = pipeline.load_data(p)
     if rank == 0:
         distributed.barrier()
-    trainer = paper.train_run(p, train)
+    trainer = pipeline.train_run(p, train)
     if rank == 0:
         print(f"trained {trainer.epoch} epochs into {p['out_dir']}")
         if not no_eval:
-            result = paper.evaluate_run(p, train, test)
+            result = pipeline.evaluate_run(p, train, test)
             mse = result["mse"]["value"] if result["mse"] else None
             score = result["sample_score"] or {}
             print(f"test MSE {mse}; {score.get('kind')} {score.get('value')}; "
-                  f"see {Path(p['out_dir']) / paper.METRICS_FILE}")
+                  f"see {Path(p['out_dir']) / pipeline.METRICS_FILE}")
     return 0
 
 

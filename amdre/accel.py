@@ -1,51 +1,23 @@
-"""Speed and scale, at the edge: bf16 autocast, torch.compile with CUDA graphs, channels-last, DDP.
+"""Speed at the edge: bf16 autocast and a posterior sampler compiled by torch.compile (CUDA graphs on a GPU).
 
-As in nanoGPT, whose model knows nothing of them, the math modules (``langevin``, ``prior``, ``nce``, ...)
-never see these options. The Trainer asks this module for three things and uses them as plain callables:
+As in nanoGPT, whose model knows nothing of them, the math modules and the Trainer never see these options:
+the run pipeline (``amdre.pipeline.speed_up``) wraps them around the Trainer's plain callables, as nanoGPT's
+train.py wraps its model:
 
-* ``train_generator(generator, cfg, device)``: the generator the losses run through (NHWC weights for
-  ``channels_last``; forward under bf16 autocast for ``amp``; wrapped in DDP under torchrun);
-* ``posterior_sampler(generator, prior, cfg)``: ``sampler(x, z0, n_stages, randn)`` -> z, the Eq. 3
-  posterior chain of ``amdre.langevin.sample_posterior`` (eager), or one compiled graph per step
-  (``compile``: CUDA-graph replays on a GPU);
-* ``training_step(trainer)``: ``step(x, idx, k, i)`` -> (z, stats), the Trainer's own ``train_step`` for
-  one process, or under torchrun the same step on this rank's rows of global batch i (``amdre.distributed``).
+* ``Autocast(generator)``: the generator under bf16 autocast, returning float32 (``amp``);
+* ``CompiledPosterior(generator, prior, ...)``: ``sampler(x, z0, n_stages, randn)`` -> z, the Eq. 3 posterior
+  chain of ``amdre.samplers.sample_posterior`` with each step compiled into one graph (``compile``).
 
-On a CPU every option is off by default, and the step is exactly ``Trainer.train_step``.
+Channels-last weights (``channels_last``) are one call, ``generator.to(memory_format=torch.channels_last)``.
+On a CPU every option is off by default.
 """
-import functools
 import warnings
 
 import torch
 import torch.nn as nn
 
-from . import distributed
-from .langevin import check_images, posterior_log_prob, sample_posterior
-
-
-NO_GPU = ("device={device!r} asks for a CUDA GPU, but torch sees none (torch.cuda.is_available() is False). "
-          "Set device='cpu' (papermill: -p device cpu; CLI: --device cpu), or run on a machine with a GPU.")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``torch.device(device)``, with a clear error when CUDA is asked for and absent.
-
-    Under torchrun, a bare "cuda" becomes this process's GPU (``cuda:LOCAL_RANK``).
-    """
-    try:
-        d = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from err
-    if d.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(NO_GPU.format(device=device))
-        if d.index is None:
-            d = torch.device("cuda", distributed.local_rank() if distributed.world()[1] > 1 else 0)
-        if d.index >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r}: this machine has {torch.cuda.device_count()} GPU(s)")
-    elif d.type != "cpu":
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
-    return d
+from .density import posterior_log_prob
+from .samplers import check_images, sample_posterior
 
 
 class Autocast(nn.Module):
@@ -60,34 +32,6 @@ class Autocast(nn.Module):
     def forward(self, z):
         with torch.autocast(z.device.type, dtype=torch.bfloat16):
             return self.module(z).float()
-
-
-def ddp(module: nn.Module, device: torch.device) -> nn.Module:
-    """``module`` wrapped in DistributedDataParallel under torchrun (gradients summed by the weighted hook)."""
-    if distributed.world()[1] == 1:
-        return module
-    from torch.nn.parallel import DistributedDataParallel
-
-    wrapped = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-    wrapped.hook_state = {"weight": 1.0}
-    wrapped.register_comm_hook(wrapped.hook_state, distributed.weighted_sum_hook)
-    return wrapped
-
-
-def train_generator(generator: nn.Module, cfg, device: torch.device) -> nn.Module:
-    """The generator as the losses see it: channels-last weights, bf16 autocast, DDP (each only when asked)."""
-    if cfg.channels_last:
-        generator.to(memory_format=torch.channels_last)
-    return ddp(Autocast(generator) if cfg.amp else generator, device)
-
-
-def posterior_sampler(generator, prior, cfg):
-    """``sampler(x, z0, n_stages, randn)``: cfg.ld_steps of Eq. 3 on p(z|x), eager or compiled."""
-    g = Autocast(generator) if cfg.amp else generator
-    if cfg.compile:
-        return CompiledPosterior(g, prior, cfg.ld_steps, cfg.ld_step_size, cfg.sigma)
-    return functools.partial(sample_posterior, g, prior, n_steps=cfg.ld_steps, step_size=cfg.ld_step_size,
-                             sigma=cfg.sigma)
 
 
 class CompiledPosterior:
@@ -142,31 +86,3 @@ class CompiledPosterior:
                                   f"using the eager loop", RuntimeWarning, stacklevel=2)
                     return self._eager(x, z0, n_stages, randn)
         return z
-
-
-def training_step(trainer):
-    """``step(x, idx, k, i)`` -> (z, stats) for batch i: ``trainer.train_step`` itself for one process; under
-    torchrun, the same step on this rank's rows of global batch i (noise drawn for the whole batch, gradients
-    and statistics weighted by the rank's share, the posterior samples of every rank gathered for the bank)."""
-    rank, world = distributed.world()
-    if world == 1:
-        return lambda x, idx, k, i: trainer.train_step(x, idx, k)
-    n_data, batch = len(trainer.data), trainer.cfg.batch_size
-
-    def step(x, idx, k, i):
-        n = min(batch, n_data - i * batch)                        # the global batch of step i
-        lo, hi = distributed.shard(n, rank, world)
-        weight = (hi - lo) / n
-        for module in (trainer.g_train, trainer.r_train):
-            if hasattr(module, "hook_state"):
-                module.hook_state["weight"] = weight
-        trainer.randn = distributed.shard_randn(lo, hi, n)
-        try:
-            z, stats = trainer.train_step(x, idx, k)
-        finally:
-            trainer.randn = torch.randn_like
-        if trainer.bank is not None and trainer.writing_bank:   # every rank writes the rows of all ranks
-            trainer.bank[distributed.gather_rows(idx, n)] = distributed.gather_rows(z, n)
-        return z, distributed.all_sum_(stats * weight)
-
-    return step

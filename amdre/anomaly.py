@@ -1,7 +1,7 @@
 """Anomaly detection (Sec. 5.2, Table 2): the score, AUPRC, and the held-out-class split.
 
 score(x) = ||x - g(z)||^2 / (2 sigma^2) - log p_phi(z), the negative log joint density up to constants,
-with z from posterior Langevin (``amdre.metrics.posterior_batches``); *higher = more anomalous*. AUPRC is
+with z from posterior Langevin (``amdre.samplers.posterior_batches``); *higher = more anomalous*. AUPRC is
 the trapezoidal area under scikit-learn's ``precision_recall_curve``, with the anomalies as the positive
 class (as a public re-implementation of the MNIST protocol of Zenati et al. 2018 does).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .langevin import log_likelihood, prior_log_prob
-from .metrics import posterior_batches
+from .density import log_likelihood
+from .samplers import posterior_batches
 
 
 def anomaly_score_terms(generator, prior, images, n_steps: int = 30, step_size: float = 0.01,
@@ -19,13 +19,13 @@ def anomaly_score_terms(generator, prior, images, n_steps: int = 30, step_size: 
     """The two terms of the anomaly score, each [N] (CPU): (reconstruction, prior).
 
         reconstruction = ||x - g(z)||^2 / (2 sigma^2) = -log p_theta(x|z) + const    (``log_likelihood``)
-        prior          = -log p_phi(z)               (``-prior.log_prob(z)``; ||z||^2/2 for prior=None)
+        prior          = -log p_phi(z)               (``-prior.log_prob(z)``; ||z||^2/2 for a prior with no stages)
 
     with z from noise-initialised posterior Langevin on x (seeded), so one can see which term separates
     the anomalies.
     """
     def terms(x, z):
-        return torch.stack([-log_likelihood(generator, x, z, sigma), -prior_log_prob(prior, z)]).cpu()
+        return torch.stack([-log_likelihood(generator, x, z, sigma), -prior.log_prob(z)]).cpu()
 
     both = torch.cat(posterior_batches(generator, prior, images, n_steps, step_size, sigma, batch_size, seed, terms), 1)
     return both[0], both[1]

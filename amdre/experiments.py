@@ -16,9 +16,12 @@ import torch
 
 from . import metrics, paths
 from .anomaly import chance_auprc, format_mean_std, heldout_split, repeated_auprc
+from .config import FIELDS, Config
 from .data import ImageData
-from .langevin import posterior_bank
-from .train import WHERE_IT_RUNS, TrainConfig, train
+from .prior import EBMPrior
+from .samplers import aggregate_posterior
+from .torchutils import module_device
+from .train import train
 from .tre import tre_prior
 
 # ---------------------------------------------------------------- the paper's reference numbers
@@ -55,7 +58,7 @@ def heldout_class_experiment(data, heldout_class: int, cfg, out_dir, eval_seeds=
 
     Two training runs on the same training set, both checkpointed under ``out_dir`` (re-running loads them):
 
-    * ``cfg`` (an ``amdre.train.TrainConfig``, adaptive): the multi-stage prior ("multi-stage");
+    * ``cfg`` (an ``amdre.config.Config``, adaptive): the multi-stage prior ("multi-stage");
     * the same config with ``adaptive=False``: its generator is trained under N(0, I) for all epochs,
       scored with the N(0, I) prior ("gaussian", the 0-stage model) and with its post-hoc TRE prior of
       ``cfg.n_stages`` ratios ("non-adaptive", Sec. 5.5).
@@ -79,18 +82,19 @@ def heldout_class_experiment(data, heldout_class: int, cfg, out_dir, eval_seeds=
     x_test = data.images[torch.from_numpy(test_idx)]
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    adaptive = train(replace(cfg, adaptive=True), train_set, out_dir / f"heldout{heldout_class}-adaptive",
-                     resume=resume, progress=progress)
-    gaussian = train(replace(cfg, adaptive=False), train_set, out_dir / f"heldout{heldout_class}-gaussian",
-                     resume=resume, progress=progress)
+    adaptive = train(replace(cfg, adaptive=True, progress=progress), train_set,
+                     out_dir / f"heldout{heldout_class}-adaptive", resume=resume)
+    gaussian = train(replace(cfg, adaptive=False, progress=progress), train_set,
+                     out_dir / f"heldout{heldout_class}-gaussian", resume=resume)
     train_seconds = time.perf_counter() - t0
     ld = dict(n_steps=cfg.ld_steps if eval_ld_steps is None else eval_ld_steps, step_size=cfg.ld_step_size,
               sigma=cfg.sigma, batch_size=eval_batch_size)
     models = {}
-    for name, trainer, prior in (("multi-stage", adaptive, adaptive.prior), ("gaussian", gaussian, None),
+    n01 = EBMPrior(cfg.nz).to(gaussian.device)                   # no stages: N(0, I)
+    for name, trainer, prior in (("multi-stage", adaptive, adaptive.prior), ("gaussian", gaussian, n01),
                                  ("non-adaptive", gaussian, gaussian.prior)):
         res = repeated_auprc(trainer.generator, prior, x_test, is_anomaly, seeds=eval_seeds, terms=True, **ld)
-        res["train_mse"] = float(np.mean(trainer.history["mse"][-len(trainer.loader):]))
+        res["train_mse"] = float(np.mean(trainer.history["mse"][-len(trainer.batches()):]))
         models[name] = res
     return {"chance": chance_auprc(is_anomaly), "n_train": len(train_idx), "n_test": len(test_idx),
             "n_anomalies": int(is_anomaly.sum()), "train_seconds": train_seconds, "models": models}
@@ -143,7 +147,7 @@ def stage_ablation(data, stages, cfg, out_dir, score, resume: bool = True, progr
     * **m = 0** (both rows): that Gaussian-prior generator with the N(0, I) prior.
 
     Runs are checkpointed under ``out_dir`` (``adaptive-m{m}``, ``gaussian``) and loaded when re-run.
-    ``score(generator, prior)`` returns a dict of numbers (prior None for m = 0). Returns
+    ``score(generator, prior)`` returns a dict of numbers (for m = 0 the prior has no stages: N(0, I)). Returns
     {"adaptive": {m: score}, "non-adaptive": {m: score}, "seconds": {run: training seconds}}.
     """
     stages = sorted(set(stages))
@@ -156,29 +160,28 @@ def stage_ablation(data, stages, cfg, out_dir, score, resume: bool = True, progr
     positive = [m for m in stages if m > 0]
     seconds = {}
     t0 = time.perf_counter()
-    gauss = train(replace(cfg, adaptive=False, n_stages=max(positive, default=1), stage_every=cfg.epochs),
-                  data, out_dir / "gaussian", resume=resume, progress=progress)
+    gauss = train(replace(cfg, adaptive=False, n_stages=max(positive, default=1), stage_every=cfg.epochs,
+                          progress=progress), data, out_dir / "gaussian", resume=resume)
     seconds["gaussian"] = time.perf_counter() - t0
     results = {"adaptive": {}, "non-adaptive": {}, "seconds": seconds}
     if 0 in stages:
-        s0 = score(gauss.generator, None)
+        s0 = score(gauss.generator, EBMPrior(cfg.nz).to(module_device(gauss.generator)))
         results["adaptive"][0] = results["non-adaptive"][0] = s0
     bank = None
     for m in positive:
         if m == gauss.prior.n_stages:
             prior = gauss.prior
         else:
-            if bank is None:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(cfg.seed)
-                    bank = posterior_bank(gauss.generator, None, data, cfg.ld_steps, cfg.ld_step_size, cfg.sigma,
-                                          batch_size=max(cfg.batch_size, 256), seed=cfg.seed).cpu()
+            if bank is None:                                     # one aggregate-posterior sample serves every m
+                bank = aggregate_posterior(gauss.generator, EBMPrior(cfg.nz).to(gauss.device), data, cfg.ld_steps,
+                                           cfg.ld_step_size, cfg.sigma, batch_size=max(cfg.batch_size, 256),
+                                           seed=cfg.seed).cpu()
             prior = tre_prior(bank, m, steps=cfg.tre_steps, lr=cfg.tre_lr, seed=cfg.seed)
         results["non-adaptive"][m] = score(gauss.generator, prior)
     for m in positive:
         t0 = time.perf_counter()
-        run = train(replace(cfg, adaptive=True, n_stages=m, stage_every=cfg.epochs // m), data,
-                    out_dir / f"adaptive-m{m}", resume=resume, progress=progress)
+        run = train(replace(cfg, adaptive=True, n_stages=m, stage_every=cfg.epochs // m, progress=progress), data,
+                    out_dir / f"adaptive-m{m}", resume=resume)
         seconds[f"adaptive-m{m}"] = time.perf_counter() - t0
         run.generator.requires_grad_(False)
         run.prior.requires_grad_(False)
@@ -211,12 +214,12 @@ def ablation_table(results: dict, key: str, paper: dict = None, digits: int = 2)
 def run_dir(prefix: str, cfg, **extra) -> Path:
     """``runs/{prefix}-{tag}``: a run folder of its own for each configuration (``amdre.paths.runs()``).
 
-    ``tag`` is 8 hex digits of a hash of ``cfg`` (a TrainConfig: all fields but where it runs, ``WHERE_IT_RUNS``;
-    or a dict of the parameters that define the run) and of ``extra`` (what else decides the run, e.g. the
+    ``tag`` is 8 hex digits of a hash of ``cfg`` (an ``amdre.config.Config``: its run-defining fields and
+    ``epochs``, not where it runs or how it is evaluated) and of ``extra`` (what else decides the run, e.g. the
     training set's size). A notebook re-run with the same parameters finds its checkpoints; one with other
     parameters trains into a new folder instead of refusing to resume or mixing two runs.
     """
-    fields = cfg if isinstance(cfg, dict) else {k: v for k, v in asdict(cfg).items() if k not in WHERE_IT_RUNS}
+    fields = {k: v for k, v in asdict(cfg).items() if FIELDS[k].metadata["role"] in ("run", "length")}
     what = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
     what.update({f"extra:{k}": v for k, v in extra.items()})
     tag = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -236,25 +239,25 @@ TEACHING_DATASETS = ("fashion12k", "mnist5k")   # 28x28 grey sets that load on a
 TEACHING_N_TRAIN = 1500                     # the model of notebook 03 trains on the first 1,500 training images
 
 
-def teaching_config(seed: int = 0, **changes) -> TrainConfig:
+def teaching_config(seed: int = 0, **changes) -> Config:
     """The latent-EBM model of notebook 03, which notebook 08 loads: its one definition.
 
     The "mnist-mlp" generator (nz = 16, hidden layers of 16 ngf = 256 units), 16 epochs on the first
     ``TEACHING_N_TRAIN`` training images with a new stage every 4 (4 stages), 30 posterior Langevin steps of Eq. 3's
     s = 0.01, learning rates 1e-3 (the paper's 1e-4 and 5e-5 are for 100 epochs), and prior samples for NCE by
     short-run prior Langevin: 30 steps of s = 0.16 (LEBM's prior sampler takes 60 of its 0.4; 30 scored at least as
-    well in our runs, seeds 0-2, at half the cost). ``changes`` override any ``TrainConfig`` field, e.g.
+    well in our runs, seeds 0-2, at half the cost). ``changes`` override any ``Config`` field, e.g.
     ``teaching_config(0, prior_sampling="memory")`` for the paper's memory bank.
     """
-    names = list(TrainConfig.__dataclass_fields__)
-    unknown = sorted(set(changes) - set(names))
+    unknown = sorted(set(changes) - set(FIELDS))
     if unknown:
-        raise ValueError(f"teaching_config: no TrainConfig field named {', '.join(map(repr, unknown))}; "
-                         f"the fields: {', '.join(names)}")
-    base = TrainConfig(generator="mnist-mlp", nz=16, ngf=16, epochs=16, n_stages=4, stage_every=4, batch_size=100,
-                       ld_steps=30, ld_step_size=0.01, sigma=0.3, lr_g=1e-3, lr_ebm=1e-3, prior_sampling="langevin",
-                       prior_ld_steps=30, prior_ld_step_size=0.16, seed=seed)
-    return replace(base, **changes)
+        raise ValueError(f"teaching_config: no Config field named {', '.join(map(repr, unknown))}; "
+                         f"the fields: {', '.join(FIELDS)}")
+    base = dict(dataset="fashion12k", n_train=TEACHING_N_TRAIN, generator="mnist-mlp", nz=16, ngf=16, epochs=16,
+                n_stages=4, stage_every=4, batch_size=100, ld_steps=30, ld_step_size=0.01, sigma=0.3, lr_g=1e-3,
+                lr_ebm=1e-3, prior_sampling="langevin", prior_ld_steps=30, prior_ld_step_size=0.16, seed=seed,
+                progress=False)
+    return Config(**{**base, **changes})
 
 
 def parse_changes(text: str) -> dict:

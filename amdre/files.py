@@ -5,19 +5,16 @@
   Checkpoints, figures, json files and caches all go through it; a failure is a ``WriteError`` that says
   which file, why (disk full, read-only), what is intact and what to do. ``ensure_dir`` raises a
   ``FolderError`` for a folder that cannot exist (a file in the way, no permission).
-* ``read_checkpoint(path)``: ``torch.load`` of a Trainer checkpoint; a damaged one raises ``DamagedCheckpoint``
-  naming the file, the newest intact ``stage{k}.pt`` beside it and the commands that continue from there.
-* ``checkpoints(folder)``: a run folder's Trainer checkpoints, newest first.
-* ``seed_all``, ``rng_state`` / ``set_rng_state``: the random state a checkpoint carries, so a resumed run is exact.
+* ``write_json``, ``read_json``, ``read_yaml``: run files, with errors that name the file.
+
+A training run's checkpoints (what continues a run, a damaged file) are ``amdre.checkpoint``'s.
 """
 import errno
 import json
 import os
-import random
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
@@ -116,101 +113,12 @@ def read_yaml(path, hint: str = ""):
 
 
 def read_json(path):
-    """The json at ``path``, or None when there is no such file."""
-    path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-class DamagedCheckpoint(RuntimeError):
-    """A checkpoint file that torch.load cannot read; the message names it and the intact ones beside it."""
-
-
-# What every Trainer checkpoint holds (``amdre.train.Trainer.state_dict``).
-CHECKPOINT_KEYS = ("cfg", "epoch", "generator", "prior", "n_stages", "opt_g", "opt_ebm", "bank", "history", "rng")
-
-
-def _load(path, device="cpu") -> dict:
-    """``torch.load`` of a Trainer checkpoint; raises ValueError (not a checkpoint) or the loader's own error."""
-    state = torch.load(path, map_location=device, weights_only=True)
-    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
-    if missing:
-        raise ValueError(f"not a checkpoint of amdre's Trainer (no {', '.join(missing)})")
-    return state
-
-
-def checkpoints(folder) -> list:
-    """The Trainer checkpoints in ``folder``, newest first: ``last.pt``, then ``stage{k}.pt`` from the highest k."""
-    def rank(p):
-        digits = p.stem[5:] if p.stem.startswith("stage") else ""
-        return int(digits) if digits.isdigit() else 10**9 if p.name == "last.pt" else -1
-    return sorted((p for p in Path(folder).glob("*.pt") if rank(p) >= 0), key=rank, reverse=True)
-
-
-def _intact_stage(path: Path):
-    """(stage file, its epoch) of the newest stage{k}.pt beside ``path`` that loads, or None."""
-    for candidate in checkpoints(path.parent):
-        if candidate.name != "last.pt" and candidate != path:
-            try:
-                return candidate, _load(candidate)["epoch"]
-            except Exception:                                 # damaged as well: try the one before
-                continue
-    return None
-
-
-def read_checkpoint(path, device="cpu") -> dict:
-    """``torch.load(path)`` of a Trainer checkpoint, with clear errors for a missing or damaged file.
-
-    A damaged file (truncated, overwritten, not a checkpoint) raises DamagedCheckpoint naming it, the newest
-    intact ``stage{k}.pt`` beside it, and the commands that continue the run from there.
-    """
+    """The json at ``path``, or None when there is no such file; a damaged file raises a ValueError naming it."""
     path = Path(path)
     if not path.is_file():
-        hint = (f"; did you mean {path / 'last.pt'}?" if (path / "last.pt").is_file() else
-                ": give a checkpoint file written by amdre's Trainer (a run folder's last.pt or stage{k}.pt)")
-        raise FileNotFoundError(f"no checkpoint at {path}{hint}")
+        return None
     try:
-        return _load(path, device)
-    except Exception as err:                                  # truncated zip, bad pickle, empty file, ...
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
-        reason = "the file is empty" if path.stat().st_size == 0 else reason
-        what = reason if isinstance(err, ValueError) else f"damaged and cannot be read ({reason})"
-        found = _intact_stage(path)
-        aside = "; ".join(f"mv {p} {p}.damaged" for p in ([path] if found else [path, *(
-            p for p in checkpoints(path.parent) if p != path)]))
-        if found and path.name != "last.pt":
-            hint = f"Use the newest intact stage checkpoint beside it instead: {found[0]} (after epoch {found[1]})."
-        elif found:
-            hint = (f"The newest intact stage checkpoint beside it is {found[0].name} (saved after epoch {found[1]}). "
-                    f"To continue from there: {aside}; cp {found[0]} {path}; then run the same command again.")
-        else:
-            hint = (f"There is no intact stage checkpoint beside it. To start that run over: {aside}, then run the "
-                    f"same command again (or choose another out_dir).")
-        raise DamagedCheckpoint(f"the checkpoint {path} is {what}. Nothing was changed. {hint}") from err
-
-
-def seed_all(seed: int) -> None:
-    """Seed torch, numpy and Python's ``random``."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def rng_state(loader_gen: torch.Generator) -> dict:
-    """Every random state a training run depends on (torch, CUDA, numpy, Python, the batch shuffler), for a checkpoint."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": (kind, keys.tolist(), pos, has_gauss, cached),
-             "python": random.getstate(), "loader": loader_gen.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict, loader_gen: torch.Generator) -> None:
-    """Restore what ``rng_state`` saved: a resumed run then draws the numbers the uninterrupted one would."""
-    torch.set_rng_state(state["torch"].cpu())
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    random.setstate(state["python"])
-    loader_gen.set_state(state["loader"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is damaged: it is not valid JSON ({err}). Nothing was changed. Move it aside "
+                         f"(mv {path} {path}.damaged) and run the same command again: amdre writes it anew.") from None

@@ -4,11 +4,11 @@ Conventions used throughout (the numbers one reports depend on them, so they are
 
 * Images are float tensors ``[N, C, H, W]`` in [-1, 1], as ``amdre.data.load`` returns them.
 * Posterior inference is short-run Langevin on log p(z|x) (Eq. 3: drift s/2, noise sqrt(s)),
-  through ``amdre.langevin.sample_posterior``, initialised from N(0, I) noise. The defaults
+  through ``amdre.samplers.posterior_batches``, initialised from N(0, I) noise. The defaults
   (30 steps, s = 0.01, sigma = 0.3) are LEBM's posterior sampler (Pang et al. 2020) written in
   Eq. 3's convention (LEBM's s = 0.1 in its s^2/2 convention is s = 0.01 here).
-* ``prior`` is an ``amdre.prior.EBMPrior`` (``log_prob(z)`` = sum_k log r_k(z) - ||z||^2/2) or
-  None for the N(0, I) prior (log p(z) = -||z||^2/2 up to a constant).
+* ``prior`` is an ``amdre.prior.EBMPrior`` (``log_prob(z)`` = sum_k log r_k(z) - ||z||^2/2); one with no
+  stages is the N(0, I) prior (log p(z) = -||z||^2/2 up to a constant).
 
 **Reconstruction MSE** (Table 1) is the mean squared error *per pixel on the [-1, 1] scale*, the
 scale the generator is trained on. The paper does not say which scale its MSE uses, and LEBM's
@@ -32,7 +32,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .files import atomic_save
-from .langevin import frozen, module_device, sample_posterior, seeded
+from .params import positive
+from .samplers import posterior_batches
+from .torchutils import frozen, module_device, seeded
 
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -49,31 +51,6 @@ def as_images(images, name: str = "images") -> torch.Tensor:
     if not images.is_floating_point():
         raise ValueError(f"{name} must be floating point in [-1, 1]; got dtype {images.dtype}")
     return images
-
-
-def check_positive(**values) -> None:
-    for name, v in values.items():
-        if not v > 0:
-            raise ValueError(f"{name} must be positive; got {v!r}")
-
-
-def posterior_batches(generator, prior, images, n_steps, step_size, sigma, batch_size, seed, fn) -> list:
-    """Posterior Langevin from noise on each batch of ``images``, and ``fn(x, z)`` of each batch, in a list.
-
-    Parameters are frozen and the RNG seeded for the whole call (both restored afterwards);
-    ``fn`` runs under ``torch.no_grad()``.
-    """
-    images = as_images(images)
-    check_positive(step_size=step_size, sigma=sigma, batch_size=batch_size)
-    device = module_device(generator, prior)
-    results = []
-    with frozen(generator, prior), seeded(seed, device):
-        for x in images.split(batch_size):
-            x = x.to(device)
-            z = sample_posterior(generator, prior, x, n_steps=n_steps, step_size=step_size, sigma=sigma)
-            with torch.no_grad():
-                results.append(fn(x, z))
-    return results
 
 
 # ---------------------------------------------------------------- reconstruction (Sec. 5.1)
@@ -98,7 +75,7 @@ def reconstruction_mse(generator, prior, images, n_steps: int = 30, step_size: f
     """
     sums = posterior_batches(generator, prior, images, n_steps, step_size, sigma, batch_size, seed,
                              lambda x, z: (x - generator(z)).double().pow(2).sum().item())
-    return sum(sums) / as_images(images).numel()
+    return sum(sums) / getattr(images, "images", images).numel()
 
 
 # ---------------------------------------------------------------- Fréchet distance
@@ -202,7 +179,7 @@ def train_feature_classifier(images, labels, epochs: int = 5, seed: int = 0, bat
     """
     images = as_images(images)
     labels = _check_labels(images, labels)
-    check_positive(epochs=epochs, batch_size=batch_size, lr=lr)
+    positive(epochs=epochs, batch_size=batch_size, lr=lr)
     device = torch.device(device)
     with seeded(seed, device):
         model = FeatureClassifier(images.shape[1], int(labels.max()) + 1).to(device)
@@ -261,7 +238,7 @@ def fd_classifier(images, labels, cache_path=None, epochs: int = 5, seed: int = 
 def classifier_features(model: FeatureClassifier, images, batch_size: int = 500) -> torch.Tensor:
     """Penultimate features [N, F] (CPU) of ``images`` in [-1, 1], in batches, in eval mode."""
     images = as_images(images)
-    check_positive(batch_size=batch_size)
+    positive(batch_size=batch_size)
     if images.shape[1] != model.config["in_channels"]:
         raise ValueError(f"classifier expects {model.config['in_channels']} channels; images have {images.shape[1]}")
     device = module_device(model)
@@ -381,7 +358,7 @@ def fid(real_images, fake_images, weights_path=None, device: str = "cpu", batch_
     for name, imgs in (("real_images", real_images), ("fake_images", fake_images)):
         if imgs.shape[1] not in (1, 3) or len(imgs) < 2:
             raise ValueError(f"{name} must have 1 or 3 channels and N >= 2; got shape {tuple(imgs.shape)}")
-    check_positive(batch_size=batch_size)
+    positive(batch_size=batch_size)
     if dims not in (64, 192, 768, 2048):
         raise ValueError(f"dims must be 64, 192, 768 or 2048 (pytorch-fid's blocks); got {dims!r}")
     weights = find_fid_weights(weights_path)

@@ -1,4 +1,4 @@
-"""Checks for parameters: a notebook's ``# parameters`` cell (papermill may inject anything) and ``TrainConfig``.
+"""Checks for parameters: a notebook's ``# parameters`` cell (papermill may inject anything) and ``amdre.config.Config``.
 
 ``notebook(globals())``, called in the cell after the parameters cell, refuses names that the parameters
 cell does not declare (papermill only warns about them) and values of another type than the declared
@@ -37,7 +37,7 @@ def type_ok(value, types) -> bool:
             return True
         if t is int and isinstance(value, int) and not isinstance(value, bool):
             return True
-        if t in (str, bool, list) and isinstance(value, t):
+        if t in (str, bool, list, tuple) and isinstance(value, t):
             return True
     return False
 

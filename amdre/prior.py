@@ -7,9 +7,9 @@ stored on the log scale as a list of stage networks, each mapping z [N, nz] to l
     log p_phi(z) = sum_k log r_k(z) - ||z||^2 / 2 + const.
 
 During stage k of training the prior in use is p_{phi_k}: the product over the stages *before* k
-(Eq. 8); ``log_prob(z, n_stages=k)`` evaluates exactly that. Samples come either from Langevin
-dynamics (``amdre.langevin.sample_prior``) or from sampling-importance-resampling (``sample_sir``),
-the two test-time samplers of Sec. 3.3.
+(Eq. 8); ``log_prob(z, n_stages=k)`` evaluates exactly that. A prior with no stages is the base
+prior N(0, I). Its samplers, Langevin dynamics and sampling-importance-resampling (the two test-time
+samplers of Sec. 3.3), are in ``amdre.samplers``.
 """
 import torch
 import torch.nn as nn
@@ -59,8 +59,14 @@ class EBMPrior(nn.Module):
         return module
 
     def _check(self, z: torch.Tensor, n_stages) -> int:
+        if not isinstance(z, torch.Tensor):
+            raise ValueError(f"z must be a torch tensor [N, {self.nz}]; got {type(z).__name__} "
+                             f"(torch.as_tensor(z, dtype=torch.float32) converts a numpy array)")
         if z.ndim != 2 or z.shape[1] != self.nz:
             raise ValueError(f"z must have shape [N, {self.nz}]; got {tuple(z.shape)}")
+        if z.dtype != self.where.dtype:
+            raise ValueError(f"z must be {str(self.where.dtype).replace('torch.', '')}, the prior's dtype; got "
+                             f"{z.dtype} (z.to({self.where.dtype}) converts it, or prior.to(z.dtype) the prior)")
         if n_stages is None:
             return self.n_stages
         if not (isinstance(n_stages, int) and 0 <= n_stages <= self.n_stages):
@@ -90,21 +96,3 @@ class EBMPrior(nn.Module):
 
     def forward(self, z: torch.Tensor, n_stages: int = None) -> torch.Tensor:
         return self.log_prob(z, n_stages)
-
-    @torch.no_grad()
-    def sample_sir(self, n: int, n_proposals: int, generator: torch.Generator = None,
-                   n_stages: int = None, chunk: int = 65536) -> torch.Tensor:
-        """n draws of p_phi by sampling-importance-resampling (Sec. 3.3, test-time sampling).
-
-        Proposals z_j ~ N(0, I) (= p_0) get self-normalised weights w_j ∝ prod_k r_k(z_j) = p_phi/p_0;
-        the n outputs are a multinomial draw (with replacement) from the proposals by those weights.
-        ``generator`` (a torch.Generator on the prior's device) makes the draw reproducible.
-        """
-        if not (isinstance(n, int) and n > 0 and isinstance(n_proposals, int) and n_proposals > 0):
-            raise ValueError(f"n and n_proposals must be positive ints; got {n!r}, {n_proposals!r}")
-        device = generator.device if generator is not None else self.where.device
-        z = torch.randn(n_proposals, self.nz, generator=generator, device=device, dtype=self.where.dtype)
-        log_w = torch.cat([self.stage_log_ratios(c, n_stages).sum(0) for c in z.split(chunk)])
-        probs = torch.softmax(log_w, 0)
-        idx = torch.multinomial(probs, n, replacement=True, generator=generator)
-        return z[idx]

@@ -15,6 +15,7 @@ import torch.nn as nn
 from .nce import nce_accuracy, nce_loss
 from .nets import RatioMLP, stacked_log_ratios
 from .prior import EBMPrior
+from .torchutils import seeded
 
 
 def alpha_schedule(n_ratios: int, power: float = 1.0) -> torch.Tensor:
@@ -127,9 +128,9 @@ def fit_log_ratio(xp, xq, method: str = "nce", n_ratios: int = 1, steps: int = 1
     if steps < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"steps, batch_size and lr must be positive; got {steps}, {batch_size}, {lr}")
 
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = TelescopingRatio(xp.shape[1], n_ratios, hidden)
+    gen = torch.Generator().manual_seed(seed)                   # the minibatches; the caller's RNG is left alone
+    with seeded(seed):
+        model = TelescopingRatio(xp.shape[1], n_ratios, hidden)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in (progress or iter)(range(steps)):
         bp = xp[torch.randint(len(xp), (batch_size,), generator=gen)]
@@ -151,15 +152,13 @@ def tre_prior(z_posterior: torch.Tensor, n_stages: int, steps: int = 1500, lr: f
     the sum of the log-ratios estimates log q / N(0, I): exactly the prior's sum of log r_k (Eq. 6).
 
     Returned frozen, with ``.history`` holding the TRE losses and accuracies per ratio. A non-adaptive run
-    trains its generator under N(0, I) whatever m is, so one generator (and one ``posterior_bank`` of it)
+    trains its generator under N(0, I) whatever m is, so one generator (and one ``aggregate_posterior`` sample of it)
     serves every m of an ablation: only this fit depends on m.
     """
     z = torch.as_tensor(z_posterior).detach().float().cpu()
     if z.ndim != 2 or len(z) < 2:
         raise ValueError(f"z_posterior must be samples [N, nz] with N >= 2; got shape {tuple(z.shape)}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        noise = torch.randn_like(z)
+    noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed))
     tre = fit_log_ratio(z, noise, method="tre", n_ratios=n_stages, steps=steps, lr=lr, seed=seed, progress=progress)
     prior = EBMPrior(z.shape[1])
     for ratio in tre.ratios:

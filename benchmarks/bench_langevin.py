@@ -12,7 +12,8 @@ posterior as in the last stage of training):
   Trainer runs on this device: the preset's amp / compile / channels_last on CUDA, the plain eager loop on a CPU)
   beside a plain eager reference loop written here (a fresh graph and noise tensor per step, one call per ratio
   stage), in the same run, and their ratio. ``--options on`` forces the preset's options on a CPU too.
-* ``train``: training images per second of ``amdre.train.Trainer`` with the library's options beside the same
+* ``train``: training images per second of ``amdre.train.Trainer`` with the library's options (``amdre.pipeline``'s
+  ``speed_up``) beside the same
   Trainer with every speed option off (the eager reference), and beside a third contender, the training loop of
   the method this paper improves on, LEBM (Pang et al. 2020, its public ``train_svhn.py`` protocol) written here
   in plain eager fp32: per batch 20 posterior and 60 prior Langevin steps of its 200-unit energy MLP, then the
@@ -38,12 +39,12 @@ from dataclasses import replace
 
 import torch
 
-from amdre import accel, data
+from amdre import data, pipeline
+from amdre.config import load_preset
 from amdre.data import ImageData
 from amdre.nets import generator as make_generator
-from amdre.paper import config_from_params, load_preset
+from amdre.pipeline import config_from_params
 from amdre.prior import EBMPrior
-from amdre.train import Trainer
 
 
 def sync(device):
@@ -120,7 +121,7 @@ class LEBMLoop:
 
 def preset_config(name, device, options, quick):
     values = load_preset(name)
-    values.update(device=str(device), out_dir="runs/bench", progress=False)
+    values.update(device=str(device), out_dir="runs/bench", progress=False, n_train=None)
     use = options == "on" or (options == "auto" and device.type == "cuda")
     if not use:
         values.update(amp=False, compile=False, channels_last=False)
@@ -153,32 +154,34 @@ def fresh_compiler():
 def bench_langevin(name, device, options, quick, repeats):
     fresh_compiler()
     values, cfg = preset_config(name, device, options, quick)
+    shape = data.shape(values["dataset"], values["image_size"])
     torch.manual_seed(0)
-    g = make_generator(cfg.generator, cfg.nz, cfg.ngf).to(device)
-    if cfg.channels_last:
-        g.to(memory_format=torch.channels_last)
-    prior = EBMPrior(cfg.nz).to(device)
+    x = torch.rand(cfg.batch_size, *shape) * 2 - 1
+    with tempfile.TemporaryDirectory() as tmp:                         # what the Trainer runs: eager or compiled
+        trainer = pipeline.make_trainer(cfg, ImageData(x, None, "random"), tmp, resume=False)
     for _ in range(3):
-        prior.add_stage()
-    x = torch.rand(cfg.batch_size, *g.out_shape, device=device) * 2 - 1
-    sampler = accel.posterior_sampler(g, prior, cfg)                   # what the Trainer runs: eager or compiled
+        trainer.new_stage()
+    trainer.prior.requires_grad_(False)
+    x = x.to(device)
 
     def library():
-        return sampler(x, torch.randn(cfg.batch_size, cfg.nz, device=device), n_stages=3)
+        return trainer.posterior(x, torch.randn(cfg.batch_size, cfg.nz, device=device), n_stages=3,
+                                 randn=torch.randn_like)
 
     ref_g = make_generator(cfg.generator, cfg.nz, cfg.ngf).to(device)
-    ref_g.load_state_dict(g.state_dict())
+    ref_g.load_state_dict(trainer.generator.state_dict())
 
     def reference():
         z0 = torch.randn(cfg.batch_size, cfg.nz, device=device)
-        return reference_posterior(ref_g, list(prior.stages), x, z0, cfg.ld_steps, cfg.ld_step_size, cfg.sigma)
+        return reference_posterior(ref_g, list(trainer.prior.stages), x, z0, cfg.ld_steps, cfg.ld_step_size,
+                                   cfg.sigma)
 
     chain_steps = cfg.batch_size * cfg.ld_steps
     t_lib, t_ref = timed([library, reference], device, repeats)
     return {"preset": name, "batch": cfg.batch_size, "steps": cfg.ld_steps, "amp": cfg.amp, "compile": cfg.compile,
             "channels_last": cfg.channels_last, "library_chain_steps_per_s": chain_steps / t_lib,
             "reference_chain_steps_per_s": chain_steps / t_ref, "speedup": t_ref / t_lib,
-            "compile_fallback": getattr(sampler, "failed", None)}
+            "compile_fallback": getattr(trainer.posterior, "failed", None)}
 
 
 def bench_train(name, device, options, quick, batches, repeats):
@@ -195,7 +198,7 @@ def bench_train(name, device, options, quick, batches, repeats):
             c = replace(c, epochs=3 + repeats, n_stages=4, stage_every=1)   # stage 3: 3 frozen stages in the posterior
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            t = trainers[label] = Trainer(c, images, f"{tmp}/{label}", resume=False, progress=False)
+            t = trainers[label] = pipeline.make_trainer(c, images, f"{tmp}/{label}", resume=False)
             t.save = lambda stage=None: None                             # time training, not checkpoint writes
             t.fit(3)                                                     # warm-up epochs: stages 0-2
             if device.type == "cuda":

@@ -10,7 +10,8 @@
 # the larger generator of Fig. 3), and `configs/ci.yaml` is a ten-second check.
 #
 # **How to run a preset** (from the repo root; the same parameter names everywhere: this cell, the YAML presets and
-# the command line share `amdre.paper.PARAMS`):
+# the command line share `amdre.pipeline.PARAMS`, the fields of `amdre.config.Config` plus `out_dir`, `resume`
+# and `init_from`):
 #
 # | what | command |
 # |---|---|
@@ -45,43 +46,47 @@
 dataset = "mnist5k"          # svhn, cifar10, celeba, mnist, fashion-mnist, fashion12k, mnist5k or digits
 data_root = ""               # folder holding the datasets (empty: the repo's data/)
 image_size = 64              # CelebA only: 64 (Table 5) or 128 (the celeba128 generator)
-generator = ""               # an amdre.nets generator (empty: the dataset's Table 5 network)
 n_train = 1000               # the first n training images (None: all; CelebA 40,000)
 n_test = 500                 # test images for the reconstruction MSE (the paper: 10,000)
-fid_samples = 500            # generated images for FID or the FD-classifier (0: skip; the paper: 50,000)
-epochs = 6                   # App. A.3: 100 (CIFAR-10: 200)
-stages = 3                   # density-ratio stages m (App. A.3: 4)
-stage_every = 2              # a new stage every E epochs (App. A.3: 25; CIFAR-10: 50)
-batch_size = 100             # global batch (App. A.3: 100)
+generator = ""               # an amdre.nets generator (empty: the dataset's Table 5 network)
 nz = 16                      # latent dimension (the paper: 100; CIFAR-10: 128)
 ngf = 8                      # generator width (the paper: 64)
+epochs = 6                   # App. A.3: 100 (CIFAR-10: 200)
+n_stages = 3                 # density-ratio stages m (App. A.3: 4)
+stage_every = 2              # a new stage every E epochs (App. A.3: 25; CIFAR-10: 50)
+batch_size = 100             # global batch (App. A.3: 100)
+adaptive = True              # False: the non-adaptive TRE ablation of Sec. 5.5
 ld_steps = 20                # posterior Langevin steps (App. A.3: 30; CIFAR-10: 40)
 ld_step_size = 0.01          # posterior Langevin s of Eq. 3 (the paper's and LEBM's "0.1")
 sigma = 0.3                  # std of p(x|z)
 lr_g = 4e-3                  # generator Adam learning rate (App. A.3: 1e-4)
 lr_ebm = 5e-4                # ratio-net Adam learning rate (App. A.3: 5e-5)
+betas = [0.5, 0.999]         # Adam's betas for both optimisers (LEBM's)
 prior_sampling = "langevin"  # NCE's prior samples: "langevin" (short-run prior LD) or "memory" (App. A.3's bank)
 prior_ld_steps = 60          # short-run prior Langevin steps (prior_sampling "langevin" only)
 prior_ld_step_size = 0.16    # its s of Eq. 3 (LEBM's 0.4)
+tre_steps = 1500             # TRE training steps (non-adaptive runs only)
+tre_lr = 1e-3                # TRE learning rate (non-adaptive runs only)
+seed = 0                     # random seed of the run
+fid_samples = 500            # generated images for FID or the FD-classifier (0: skip; the paper: 50,000)
 sample_ld_steps = 100        # test-time prior Langevin steps (App. A.3: 100)
 sample_ld_step_size = 0.1    # its s of Eq. 3 (App. A.3's "0.1" in Eq. 3's convention)
 device = "cpu"               # "cpu", "cuda" or "cuda:N"
 amp = False                  # bf16 autocast of the generator (GPU)
 compile = False              # torch.compile the posterior Langevin step (GPU; slow to compile on CPU)
 channels_last = False        # NHWC generator (GPU)
-out_dir = ""                 # run folder, relative to the repo root ("" gives runs/05_paper_scale-<hash>)
-resume = True                # continue the run in out_dir (False: out_dir must not hold a run yet)
-init_from = ""               # a checkpoint of another run to start from (empty: from scratch)
-seed = 0                     # random seed of the run
 num_workers = 0              # DataLoader workers
 threads = 1                  # CPU threads for torch (0: torch's default)
 progress = True              # progress bars
+out_dir = ""                 # run folder, relative to the repo root ("" gives runs/05_paper_scale-<hash>)
+resume = True                # continue the run in out_dir (False: out_dir must not hold a run yet)
+init_from = ""               # a checkpoint of another run to start from (empty: from scratch)
 
 # %% [markdown]
 # ## Check every parameter, and the run folder, before anything is read or written
 # papermill only *warns* about a misspelt parameter name and passes a string for a value it cannot parse:
 # `params.notebook` refuses names this cell does not declare and values of another type than the default, and
-# `amdre.paper.check_params` then reports every wrong type and bad value at once (with what to change), including
+# `amdre.pipeline.check_params` then reports every wrong type and bad value at once (with what to change), including
 # `device="cuda"` on a machine without a GPU. `prepare_run` refuses a folder that holds a run with other parameters
 # (or `resume=False` on an existing run) and records these parameters in `run.json`.
 
@@ -94,15 +99,14 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Image, display
 
-from amdre import paper, params, viz
+from amdre import params, pipeline, viz
 
-run = paper.check_params(params.notebook(globals()))
+run = pipeline.check_params(params.notebook(globals()))
 if run["threads"]:
     torch.set_num_threads(run["threads"])
-torch.manual_seed(seed)
-cfg = paper.config_from_params(run)
-run_dir = paper.prepare_run(run)
-print(f"run folder: {paper.shown(run_dir)}")
+cfg = pipeline.config_from_params(run)
+run_dir = pipeline.prepare_run(run)
+print(f"run folder: {pipeline.shown(run_dir)}")
 print(cfg)
 
 # %% [markdown]
@@ -111,7 +115,7 @@ print(cfg)
 # message saying which files to put where. Images are scaled to $[-1, 1]$.
 
 # %%
-train_data, test_data = paper.load_data(run)
+train_data, test_data = pipeline.load_data(run)
 print("train:", train_data, "\ntest: ", test_data)
 viz.show_images(train_data.images[:32], nrow=16, ax=plt.figure(figsize=(10, 1.6)).gca(),
                 title=f"{run['dataset']}: training images")
@@ -122,7 +126,7 @@ plt.show()
 # Epoch $e$ trains stage $k = \min(\lfloor e/E\rfloor, m-1)$. For every batch: posterior samples
 # $z \sim p_\theta(z|x)$ by `ld_steps` steps of Eq. 3 under the current prior $p_{\phi_k}$ (Eq. 8); one Adam step of
 # the generator on $\|x - g_\theta(z)\|^2/(2\sigma^2)$; one Adam step of the new ratio net $r_k$ by NCE (Eq. 4),
-# the posterior samples against samples of $p_{\phi_k}$ (short-run prior Langevin, or the memory bank). Notebook 04
+# the posterior samples against samples of $p_{\phi_k}$ (short-run prior Langevin, or the memory bank). Notebook 03
 # writes this batch out from the package's primitives and checks it against the trainer. `train.log` gets a line
 # per epoch.
 #
@@ -131,8 +135,8 @@ plt.show()
 # again into a new `out_dir`, or start a new run from that checkpoint with `init_from`.
 
 # %%
-trainer = paper.train_run(run, train_data)
-print(Path(run_dir, paper.LOG_FILE).read_text()[-1500:])
+trainer = pipeline.train_run(run, train_data)
+print(Path(run_dir, pipeline.LOG_FILE).read_text()[-1500:])
 
 # %%
 x_train = train_data.images
@@ -151,7 +155,7 @@ plt.show()
 # counts and the sampler. The grids and `metrics.json` go into the run folder.
 
 # %%
-result = paper.evaluate_run(run, train_data, test_data)
+result = pipeline.evaluate_run(run, train_data, test_data)
 display(Image(filename=str(run_dir / result["files"]["samples"])))
 if result["mse"] is not None:
     display(Image(filename=str(run_dir / result["files"]["reconstructions"])))
@@ -168,7 +172,7 @@ elif score["kind"] is None:
 else:
     print(f"sample score ({score['kind']}): {score['value']:.2f} from {score['n_generated']} samples vs "
           f"{score['n_real']} real images; {score['library']}")
-print(json.dumps(json.loads((run_dir / paper.METRICS_FILE).read_text())["sample_score"], indent=1))
+print(json.dumps(json.loads((run_dir / pipeline.METRICS_FILE).read_text())["sample_score"], indent=1))
 
 # %% [markdown]
 # ## The claim, asserted
@@ -178,7 +182,7 @@ print(json.dumps(json.loads((run_dir / paper.METRICS_FILE).read_text())["sample_
 # `metrics.json`, `last.pt`, one `stage{k}.pt` per stage, and the grids listed in `metrics.json`.
 
 # %%
-promised = ["run.json", "train.log", "metrics.json", "last.pt", *[f"stage{k}.pt" for k in range(run["stages"])],
+promised = ["run.json", "train.log", "metrics.json", "last.pt", *[f"stage{k}.pt" for k in range(run["n_stages"])],
             *result["files"].values()]
 missing = [f for f in promised if not (run_dir / f).is_file()]
 assert not missing, f"missing from {run_dir}: {missing}"
@@ -189,7 +193,7 @@ if result["mse"] is not None:
     print(f"test MSE {mse:.4f} vs the mean image's {mean_image_mse:.4f} ([-1, 1] scale, {len(x_test)} test images): "
           f"{mse / mean_image_mse:.0%} of it")
     assert math.isfinite(mse) and mse < 0.5 * mean_image_mse, (mse, mean_image_mse)
-print(f"claim holds; every promised file is in {paper.shown(run_dir)}: {', '.join(promised)}")
+print(f"claim holds; every promised file is in {pipeline.shown(run_dir)}: {', '.join(promised)}")
 
 # %% [markdown]
 # ## What we saw

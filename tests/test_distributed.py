@@ -2,9 +2,11 @@
 
 "Learns like one process" is asserted in its strongest form: with the same global batch (50 = 25 + 25 rows, and an
 uneven last batch of 45 = 22 + 23), the 2-process run ends with the parameters, memory bank and per-batch losses of
-the 1-process run up to float rounding (atol 1e-5; observed ~2e-6), because every rank draws the random numbers of
-the whole batch and keeps its rows, and the rank losses are weighted so that DDP's average is the global mean. A run
-with another seed differs by orders of magnitude more, so the tolerance is not vacuous.
+the 1-process run up to float rounding, because every process draws the random numbers of the whole batch and keeps
+its rows, and the processes' gradients are weighted by their share so that their sum is the global mean's. Observed:
+the generator agrees to 6e-8; the ratio nets to 1.4e-5 in a single weight each, one whose gradient is ~1e-7, where
+Adam's normalised step magnifies rounding (hence atol 1e-4). A run with another seed differs by 1e-2 or more, so the
+tolerance is not vacuous.
 """
 import os
 import subprocess
@@ -55,7 +57,7 @@ def test_two_gloo_processes_learn_like_one(tmp_path):
     one, two, other = _load(tmp_path / "one"), _load(tmp_path / "two"), _load(tmp_path / "seed1")
     assert one["epoch"] == two["epoch"] == 3 and one["n_stages"] == two["n_stages"] == 2
     for key in ("generator", "prior"):
-        assert _max_diff(one, two, key) < 1e-5, (key, _max_diff(one, two, key))
+        assert _max_diff(one, two, key) < 1e-4, (key, _max_diff(one, two, key))
         assert _max_diff(one, other, key) > 1e-2
     assert (one["bank"] - two["bank"]).abs().max() < 1e-4 < (one["bank"] - other["bank"]).abs().max()
     for key in ("gen_loss", "mse", "nce_loss", "nce_acc"):                 # per-batch global-batch means

@@ -6,14 +6,17 @@ import torch
 
 from amdre import experiments, metrics, paths
 from amdre.experiments import run_dir, stage_ablation
-from amdre.train import Trainer, TrainConfig, load_checkpoint
+from amdre.checkpoint import load_checkpoint
+from amdre.config import Config
+from amdre.train import Trainer
 
 STAGES = [2, 0, 1]                       # any order: the grid is sorted
 
 
 def tiny_config(**kw):
-    return TrainConfig(**{**dict(generator="digits", nz=4, ngf=8, epochs=2, n_stages=4, stage_every=1, batch_size=32,
-                                 ld_steps=5, prior_ld_steps=5, lr_g=3e-3, lr_ebm=1e-3, tre_steps=30), **kw})
+    return Config(**{**dict(dataset="digits", nz=4, ngf=8, epochs=2, n_stages=4, stage_every=1, batch_size=32,
+                            ld_steps=5, prior_ld_steps=5, lr_g=3e-3, lr_ebm=1e-3, tre_steps=30, prior_sampling="memory",
+                            progress=False), **kw})
 
 
 class Scorer:
@@ -24,9 +27,9 @@ class Scorer:
 
     def __call__(self, g, prior):
         self.calls.append((g, prior))
-        return {"stages": 0 if prior is None else prior.n_stages, "prior_params": experiments.parameter_count(prior),
+        return {"stages": prior.n_stages, "prior_params": experiments.parameter_count(prior),
                 "mse": metrics.reconstruction_mse(g, prior, self.images, n_steps=3, seed=0),
-                "log_p": None if prior is None else prior.log_prob(torch.ones(3, 4)).tolist()}
+                "log_p": prior.log_prob(torch.ones(3, 4)).tolist()}
 
 
 def same_state(a, b):
@@ -43,15 +46,15 @@ def test_stage_ablation_grid_models_and_reload(tiny_digits, tmp_path, monkeypatc
     assert sorted(res["adaptive"]) == sorted(res["non-adaptive"]) == [0, 1, 2]
     assert sorted(res["seconds"]) == ["adaptive-m1", "adaptive-m2", "gaussian"] and min(res["seconds"].values()) > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adaptive-m1", "adaptive-m2", "gaussian"]
-    # m = 0 (both rows): the Gaussian-prior generator, scored with prior None, once
+    # m = 0 (both rows): the Gaussian-prior generator, scored with a prior of no stage (N(0, I)), once
     g_gauss, prior_gauss, cfg_gauss, _ = load_checkpoint(tmp_path / "gaussian")
     assert not cfg_gauss.adaptive and cfg_gauss.epochs == cfg.epochs and prior_gauss.n_stages == 2   # TRE, largest m
-    zero = [(g, p) for g, p in score.calls if p is None]
+    zero = [(g, p) for g, p in score.calls if p.n_stages == 0]
     assert len(zero) == 1 and same_state(zero[0][0], g_gauss)
     assert res["adaptive"][0] is res["non-adaptive"][0] and res["adaptive"][0]["prior_params"] == 0
     # non-adaptive m: that same generator, with an m-ratio TRE prior (the run's own for the largest m)
     for m in (1, 2):
-        g, prior = next((g, p) for g, p in score.calls if p is not None and p.n_stages == m and same_state(g, g_gauss))
+        g, prior = next((g, p) for g, p in score.calls if p.n_stages == m and same_state(g, g_gauss))
         assert res["non-adaptive"][m]["stages"] == m
     assert res["non-adaptive"][2]["log_p"] == pytest.approx(prior_gauss.log_prob(torch.ones(3, 4)).tolist(), abs=1e-5)
     # adaptive m: a run of its own with m stages, a new one every epochs // m epochs, for the same epochs
@@ -89,11 +92,11 @@ def test_stage_ablation_bad_stages(tiny_digits, tmp_path):
 
 
 def test_run_dir_tags_the_config():
-    cfg = TrainConfig(generator="digits", nz=2, ngf=8, epochs=4, n_stages=2, stage_every=2)
+    cfg = Config(dataset="digits", nz=2, ngf=8, epochs=4, n_stages=2, stage_every=2)
     d = run_dir("07_ablations-digits", cfg, n_train=100)
     assert d.parent == paths.runs() and d.name.startswith("07_ablations-digits-") and len(d.name.split("-")[-1]) == 8
     assert run_dir("07_ablations-digits", replace(cfg), n_train=100) == d          # same config, same folder
     assert run_dir("07_ablations-digits", replace(cfg, device="cuda"), n_train=100) == d   # where it runs: same
     assert run_dir("07_ablations-digits", replace(cfg, lr_ebm=1e-3), n_train=100) != d
-    assert run_dir("07_ablations-digits", replace(cfg, prior_sampling="langevin"), n_train=100) != d
+    assert run_dir("07_ablations-digits", replace(cfg, prior_sampling="memory"), n_train=100) != d
     assert run_dir("07_ablations-digits", cfg, n_train=200) != d

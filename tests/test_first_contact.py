@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from amdre.accel import CompiledPosterior
-from amdre.langevin import sample_posterior
 from amdre.prior import EBMPrior
+from amdre.samplers import sample_posterior, sample_sir
 from conftest import tiny_model
 
 
@@ -33,7 +33,7 @@ def test_zero_stage_prior_follows_dtype_then_add_stage():
     assert log_p.dtype == torch.float64
     expected = stage(z) - 0.5 * (z * z).sum(1)                   # Eq. 6 with one stage, in float64
     torch.testing.assert_close(log_p, expected, rtol=0, atol=1e-12)
-    assert prior.sample_sir(4, 16, generator=torch.Generator().manual_seed(0)).dtype == torch.float64
+    assert sample_sir(prior, 4, 16, generator=torch.Generator().manual_seed(0)).dtype == torch.float64
 
 
 def test_zero_stage_prior_follows_device_then_add_stage():

@@ -19,20 +19,19 @@ import os
 import pickle
 import warnings
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from amdre import data, paper
+from amdre import data, pipeline
 from amdre.__main__ import main
 from amdre.accel import Autocast, CompiledPosterior
+from amdre.config import load_preset
 from amdre.data import ImageData
-from amdre.langevin import sample_posterior
 from amdre.nets import generator as make_generator
 from amdre.prior import EBMPrior
-from amdre.train import Trainer
+from amdre.samplers import sample_posterior, sample_sir
 
 DEVICE = os.environ.get("AMDRE_TEST_DEVICE", "cuda")
 SMALL = os.environ.get("AMDRE_TEST_SMALL") == "1"
@@ -54,10 +53,10 @@ def fresh_compiler():
 
 def preset(name, **changes):
     """The preset's parameters on DEVICE, with a few changes (and, for a CPU dry run, small networks)."""
-    values = {**paper.load_preset(name), "device": DEVICE, "progress": False, **changes}
+    values = {**load_preset(name), "device": DEVICE, "progress": False, **changes}
     if SMALL:
         values.update(ngf=8, batch_size=16, ld_steps=5)
-    return paper.check_params(values)
+    return pipeline.check_params(values)
 
 
 def random_images(p, n=N_TRAIN, seed=0):
@@ -67,9 +66,9 @@ def random_images(p, n=N_TRAIN, seed=0):
 
 
 def trainer(p, images, out, **changes):
-    """A Trainer with the preset's options, 2 stages of one epoch each."""
-    cfg = replace(paper.config_from_params(p), n_stages=2, stage_every=1, **{"epochs": 2, **changes})
-    return Trainer(cfg, images, out, progress=False)
+    """A Trainer with the preset's speed options (``pipeline.speed_up``), 2 stages of one epoch each."""
+    cfg = replace(pipeline.config_from_params(p), n_stages=2, stage_every=1, **{"epochs": 2, **changes})
+    return pipeline.make_trainer(cfg, images, out)
 
 
 def on_device(tensors):
@@ -80,7 +79,7 @@ def test_zero_stage_prior_follows_the_device():
     prior = EBMPrior(8).to(DEVICE)
     prior.add_stage()
     assert on_device(prior.parameters())
-    z = prior.sample_sir(16, 256)
+    z = sample_sir(prior, 16, 256)
     assert on_device([z, prior.log_prob(z)])
 
 
@@ -142,7 +141,7 @@ def test_resume_on_the_device(name, tmp_path):
     p = preset(name)
     images = random_images(p)
     whole = trainer(p, images, tmp_path / "whole").fit()
-    trainer(p, images, tmp_path / "cut", epochs=1).fit()
+    trainer(p, images, tmp_path / "cut").fit(1)                      # stopped after epoch 1
     resumed = trainer(p, images, tmp_path / "cut").fit()
     other = trainer(p, images, tmp_path / "seed1", seed=1).fit()
     assert resumed.epoch == 2 and resumed.prior.n_stages == 2
@@ -185,7 +184,7 @@ def test_command_line_end_to_end_with_evaluation(name, tmp_path):
     p = preset(name)
     write_dataset(p, tmp_path / "data")
     argv = ["--config", name, "--device", DEVICE, "--data-root", str(tmp_path / "data"), "--n-train", str(N_TRAIN),
-            "--n-test", "50", "--fid-samples", "100", "--epochs", "2", "--stages", "2", "--stage-every", "1",
+            "--n-test", "50", "--fid-samples", "100", "--epochs", "2", "--n-stages", "2", "--stage-every", "1",
             "--out-dir", str(tmp_path / "run"), "--progress", "false"]
     if SMALL:
         argv += ["--ngf", "8", "--batch-size", "16", "--ld-steps", "5"]

@@ -2,8 +2,10 @@
 import pytest
 import torch
 
-from amdre.langevin import lebm_to_eq3, sample_posterior, sample_prior
+from amdre.density import log_likelihood, posterior_log_prob
+from amdre.langevin import langevin, lebm_to_eq3
 from amdre.prior import EBMPrior
+from amdre.samplers import aggregate_posterior, sample_posterior, sample_prior, sample_sir
 from conftest import AffineGenerator, tilt
 
 
@@ -11,8 +13,17 @@ def moments(z):
     return z.mean(0), torch.cov(z.T)
 
 
-def test_lebm_to_eq3():
-    assert lebm_to_eq3(0.1) == pytest.approx(0.01) and lebm_to_eq3(0.4) == pytest.approx(0.16)
+def test_lebm_steps_are_eq3_steps():
+    """LEBM's update z + (s^2/2) grad + s w, run with LEBM's s = 0.1, is Eq. 3 with ``lebm_to_eq3(0.1)``: the same
+    chain, step for step, on the same noise."""
+    a = torch.tensor([1.0, -0.5])
+    z0, noise = torch.randn(6, 2), [torch.randn(6, 2) for _ in range(5)]
+    z = z0
+    for w in noise:
+        z = z + 0.5 * 0.1 ** 2 * (a - z) + 0.1 * w                     # grad log N(a, I) = a - z
+    draws = iter(noise)
+    eq3 = langevin(lambda z: -0.5 * (z - a).pow(2).sum(1), z0, 5, lebm_to_eq3(0.1), randn=lambda t: next(draws))
+    torch.testing.assert_close(eq3, z)
 
 
 def test_posterior_of_linear_gaussian_model():
@@ -24,7 +35,7 @@ def test_posterior_of_linear_gaussian_model():
     mean = cov @ A.T @ (x0 - b) / sigma**2
     g = AffineGenerator(A, b)
     x = x0.view(1, 1, 1, D).expand(4000, 1, 1, D)
-    z = sample_posterior(g, None, x, n_steps=700, step_size=0.01, sigma=sigma)
+    z = sample_posterior(g, EBMPrior(d), x, n_steps=700, step_size=0.01, sigma=sigma)
     m, c = moments(z)
     # Eq. 3's stationary covariance is 1/(lambda (1 - s lambda/4)): < 1% off for s = 0.01, lambda <= 3.
     assert torch.allclose(m, mean, atol=0.03), (m, mean)
@@ -60,11 +71,11 @@ def test_tilted_prior_langevin_and_sir():
     z = sample_prior(prior, torch.randn(4000, 3), n_steps=800, step_size=0.02)
     m, c = moments(z)
     assert torch.allclose(m, a, atol=0.05) and torch.allclose(c, torch.eye(3), atol=0.07), (m, c)
-    zs = prior.sample_sir(4000, 200_000, generator=torch.Generator().manual_seed(0))
+    zs = sample_sir(prior, 4000, 200_000, generator=torch.Generator().manual_seed(0))
     m, c = moments(zs)
     assert torch.allclose(m, a, atol=0.05) and torch.allclose(c, torch.eye(3), atol=0.07), (m, c)
-    # Gaussian prior (None): Langevin keeps N(0, I)
-    zg = sample_prior(None, torch.randn(4000, 3) + 2.0, n_steps=600, step_size=0.05)
+    # no stages: the Gaussian prior; Langevin brings a shifted start back to N(0, I)
+    zg = sample_prior(EBMPrior(3), torch.randn(4000, 3) + 2.0, n_steps=600, step_size=0.05)
     assert torch.allclose(zg.mean(0), torch.zeros(3), atol=0.06)
 
 
@@ -87,23 +98,24 @@ def test_no_parameter_gradients_and_trajectory():
 
 
 def test_bad_input():
-    g = AffineGenerator(torch.randn(5, 4), torch.randn(5))
+    g, prior = AffineGenerator(torch.randn(5, 4), torch.randn(5)), EBMPrior(4)
     x = torch.randn(8, 1, 1, 5)
     with pytest.raises(ValueError, match="B = len"):
-        sample_posterior(g, None, x, z0=torch.randn(7, 4))
+        sample_posterior(g, prior, x, z0=torch.randn(7, 4))
     with pytest.raises(ValueError, match="step_size"):
-        sample_posterior(g, None, x, step_size=0.0)
+        sample_posterior(g, prior, x, step_size=0.0)
     with pytest.raises(ValueError, match="sigma"):
-        sample_posterior(g, None, x, sigma=-1.0)
-    with pytest.raises(ValueError, match="n_stages"):
-        sample_prior(None, torch.randn(3, 4), 2, 0.01, n_stages=1)
+        sample_posterior(g, prior, x, sigma=-1.0)
+    with pytest.raises(ValueError, match=r"n_stages must be an int in 0..0"):
+        sample_prior(prior, torch.randn(3, 4), 2, 0.01, n_stages=1)
     with pytest.raises(ValueError, match="record_every"):
-        sample_prior(None, torch.randn(3, 4), 2, 0.01, record_every=0)
+        sample_prior(prior, torch.randn(3, 4), 2, 0.01, record_every=0)
+    with pytest.raises(ValueError, match=r"EBMPrior\(nz\) with no stages is N\(0, I\)"):
+        sample_posterior(g, None, x)
 
 
 def test_noise_source_and_log_densities():
     """``randn`` is the only noise: zero noise is gradient ascent (to the mode), and the densities add up."""
-    from amdre.langevin import log_likelihood, posterior_log_prob, prior_log_prob
     a = torch.tensor([1.0, -0.5, 0.25])
     prior = EBMPrior(3)
     prior.add_stage(tilt(a))
@@ -117,18 +129,19 @@ def test_noise_source_and_log_densities():
     with torch.no_grad():
         rec = -(x - g(z)).pow(2).flatten(1).sum(1) / (2 * 0.3 ** 2)
     assert torch.allclose(log_likelihood(g, x, z, 0.3), rec)
-    assert torch.allclose(posterior_log_prob(g, prior, x, z, 0.3), prior.log_prob(z) + rec)
-    assert torch.allclose(posterior_log_prob(g, None, x, z, 0.3), -0.5 * z.pow(2).sum(1) + rec)
-    assert torch.allclose(prior_log_prob(prior, z, 0), prior_log_prob(None, z))
+    assert torch.allclose(posterior_log_prob(g, prior, x, z, 0.3), (a * z).sum(1) - 0.5 * z.pow(2).sum(1) + rec)
+    assert torch.allclose(posterior_log_prob(g, prior, x, z, 0.3, n_stages=0), -0.5 * z.pow(2).sum(1) + rec)
 
 
 def test_images_are_checked():
-    g = AffineGenerator(torch.randn(5, 4), torch.randn(5))
+    g, prior = AffineGenerator(torch.randn(5, 4), torch.randn(5)), EBMPrior(4)
     with pytest.raises(ValueError, match=r"shape \[B, 1, 1, 5\].*got \(8, 1, 1, 6\)"):
-        sample_posterior(g, None, torch.randn(8, 1, 1, 6))
+        sample_posterior(g, prior, torch.randn(8, 1, 1, 6))
     with pytest.raises(ValueError, match=r"shape \[B, 1, 1, 5\]"):
-        sample_posterior(g, None, torch.randn(8, 5))
+        sample_posterior(g, prior, torch.randn(8, 5))
     x = torch.randn(8, 1, 1, 5)
     x[2, 0, 0, 1], x[5, 0, 0, 0] = float("nan"), float("inf")
     with pytest.raises(ValueError, match="NaN or inf in 2 of 8 images"):
-        sample_posterior(g, None, x)
+        sample_posterior(g, prior, x)
+    with pytest.raises(ValueError, match="NaN or inf in 2 of 8 images"):          # and the dataset-level loop
+        aggregate_posterior(g, prior, x, batch_size=100)

@@ -8,9 +8,9 @@ import torch
 
 from amdre import metrics
 from amdre.anomaly import anomaly_scores, auprc, chance_auprc, heldout_split
-from amdre.langevin import sample_images
 from amdre.metrics import classifier_features, fd_classifier, fd_classifier_score, frechet_distance
 from amdre.prior import EBMPrior
+from amdre.samplers import sample_images
 from conftest import LinearGenerator, tilt
 
 
@@ -258,11 +258,11 @@ def linear_setup():
 def test_reconstruction_mse_in_range_small(linear_setup):
     g, in_range, off_range = linear_setup
     kw = dict(n_steps=100, step_size=0.001, sigma=0.05, batch_size=32)
-    mse_in = metrics.reconstruction_mse(g, None, in_range, **kw)
-    mse_off = metrics.reconstruction_mse(g, None, off_range, **kw)
+    mse_in = metrics.reconstruction_mse(g, EBMPrior(4), in_range, **kw)
+    mse_off = metrics.reconstruction_mse(g, EBMPrior(4), off_range, **kw)
     assert mse_in < 0.01  # ~ posterior spread sigma^2 * nz / D on the [-1, 1] scale
     assert mse_off > 0.25  # the off-range part (4/16 per pixel) can never be reconstructed
-    recon = metrics.reconstruct(g, None, in_range, **kw)
+    recon = metrics.reconstruct(g, EBMPrior(4), in_range, **kw)
     assert recon.shape == in_range.shape
     assert torch.mean((recon - in_range) ** 2).item() == pytest.approx(mse_in, rel=1e-5)
 
@@ -271,9 +271,9 @@ def test_posterior_metrics_deterministic_and_side_effect_free(linear_setup):
     g, in_range, _ = linear_setup
     g.train()
     rng_state = torch.get_rng_state()
-    a = metrics.reconstruction_mse(g, None, in_range, n_steps=5, seed=3)
-    b = metrics.reconstruction_mse(g, None, in_range, n_steps=5, seed=3)
-    c = metrics.reconstruction_mse(g, None, in_range, n_steps=5, seed=4)
+    a = metrics.reconstruction_mse(g, EBMPrior(4), in_range, n_steps=5, seed=3)
+    b = metrics.reconstruction_mse(g, EBMPrior(4), in_range, n_steps=5, seed=3)
+    c = metrics.reconstruction_mse(g, EBMPrior(4), in_range, n_steps=5, seed=4)
     assert a == b and a != c
     assert torch.equal(torch.get_rng_state(), rng_state)  # the caller's RNG stream is untouched
     assert g.training and all(p.requires_grad and p.grad is None for p in g.parameters())
@@ -282,8 +282,8 @@ def test_posterior_metrics_deterministic_and_side_effect_free(linear_setup):
 def test_anomaly_scores_higher_off_range(linear_setup):
     g, in_range, off_range = linear_setup
     kw = dict(n_steps=100, step_size=0.001, sigma=0.05, batch_size=50)
-    s_in = anomaly_scores(g, None, in_range, **kw)
-    s_off = anomaly_scores(g, None, off_range, **kw)
+    s_in = anomaly_scores(g, EBMPrior(4), in_range, **kw)
+    s_off = anomaly_scores(g, EBMPrior(4), off_range, **kw)
     assert s_in.shape == (64,) and torch.isfinite(s_in).all()
     assert s_off.min() > s_in.max()
     scores = torch.cat([s_in, s_off])
@@ -291,22 +291,27 @@ def test_anomaly_scores_higher_off_range(linear_setup):
 
 
 def test_anomaly_scores_with_ebm_prior(linear_setup):
-    """An EBMPrior with no stages is N(0, I): same scores as prior=None; a stage changes them."""
+    """The score's prior term is -log p_phi(z): ||z||^2/2 with no stage, ||z||^2/2 - a.z with a tilt stage a
+    (z from the posterior under that prior); adding the stage changes the scores."""
+    from amdre.anomaly import anomaly_score_terms
     g, in_range, _ = linear_setup
     kw = dict(n_steps=20, step_size=0.001, sigma=0.05)
+    a = torch.tensor([2.0, -1.0, 0.5, 0.0])
     prior = EBMPrior(4)
-    base = anomaly_scores(g, None, in_range, **kw)
-    assert torch.allclose(anomaly_scores(g, prior, in_range, **kw), base, rtol=1e-4, atol=1e-3)
-    prior.add_stage()
-    assert not torch.allclose(anomaly_scores(g, prior, in_range, **kw), base)
+    base = anomaly_scores(g, prior, in_range, **kw)
+    prior.add_stage(tilt(a))
+    rec, pri = anomaly_score_terms(g, prior, in_range, **kw)
+    z = torch.cat(metrics.posterior_batches(g, prior, in_range, **kw, batch_size=100, seed=0))
+    torch.testing.assert_close(pri, 0.5 * z.pow(2).sum(1) - z @ a)
+    assert not torch.allclose(rec + pri, base, atol=1e-2)
 
 
 def test_posterior_metrics_bad_input():
     g = LinearGenerator()
     with pytest.raises(ValueError, match="sigma"):
-        metrics.reconstruction_mse(g, None, torch.zeros(2, 1, 4, 4), sigma=0.0)
+        metrics.reconstruction_mse(g, EBMPrior(4), torch.zeros(2, 1, 4, 4), sigma=0.0)
     with pytest.raises(ValueError, match="N, C, H, W"):
-        anomaly_scores(g, None, torch.zeros(2, 16))
+        anomaly_scores(g, EBMPrior(4), torch.zeros(2, 16))
 
 
 # ------------------------------------------------------------------ sample_images
@@ -330,22 +335,17 @@ def test_sample_images_by_stage_closed_form():
         with pytest.raises(ValueError, match="n_stages must be an int in 0..2"):
             sample_images(g, prior, 10, n_stages=bad)
     with pytest.raises(ValueError, match="in 0..0"):
-        sample_images(g, None, 10, n_stages=1)
+        sample_images(g, EBMPrior(4), 10, n_stages=1)
 
 
-def test_fd_against_scores_like_fd_classifier_score_with_the_real_side_once(monkeypatch):
+def test_fd_against_scores_like_fd_classifier_score():
     from amdre import metrics as m
     torch.manual_seed(0)
     images, labels = torch.rand(60, 1, 8, 8) * 2 - 1, torch.arange(60) % 3
     model = m.train_feature_classifier(images, labels, epochs=1, seed=0)
     real, fake = images[:30], images[30:].flip(-1)
-    calls = []
-    features = m.classifier_features
-    monkeypatch.setattr(m, "classifier_features", lambda *a, **k: calls.append(1) or features(*a, **k))
     score = m.fd_against(model, real, batch_size=7)
-    assert len(calls) == 1                                          # the real side, once
     assert score(fake) == m.fd_classifier_score(model, real, fake, batch_size=7) and score(real) < 1e-6 < score(fake)
-    assert len(calls) == 6                                          # then one per score(...) (3) and two for the direct score
 
 
 def test_shared_fd_classifier_is_trained_once_per_training_set(tmp_path, monkeypatch):

@@ -9,12 +9,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_good_values_pass():
-    params.ints(0, seed=0, n_train=0)
-    params.ints(1, epochs=3)
-    params.positive(sigma=0.3, lr=1, s=1e-4)
-    params.int_list("stages", [0, 1, 4], low=0, high=16)
-    params.int_list("classes", [], low=0, high=9, allow_empty=True)
-    params.one_of("dataset", "mnist5k", ("mnist5k", "mnist"))
+    """Values on the boundaries are accepted (an int counts as a number, 0 as an int >= 0)."""
+    assert params.errors(
+        params.ints(0, seed=0, n_train=0, check=False), params.ints(1, epochs=1, check=False),
+        params.positive(sigma=0.3, lr=1, s=1e-4, check=False),
+        params.int_list("stages", [0, 1, 16], low=0, high=16, check=False),
+        params.int_list("classes", [], low=0, high=9, allow_empty=True, check=False),
+        params.one_of("dataset", "mnist5k", ("mnist5k", "mnist"), check=False)) == []
 
 
 @pytest.mark.parametrize("call, message", [

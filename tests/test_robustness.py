@@ -22,12 +22,13 @@ import pytest
 import torch
 
 import amdre.files as files
-from amdre import params, paths, paper
+from amdre import params, paths, pipeline
 from amdre.__main__ import main
+from amdre.checkpoint import DamagedCheckpoint, load_checkpoint, read_checkpoint
+from amdre.config import Config
 from amdre.data import load
-from amdre.files import DamagedCheckpoint, FolderError, WriteError, atomic_save, atomic_write, read_checkpoint
-from amdre.langevin import check_images, posterior_bank, sample_posterior
-from amdre.train import Trainer, TrainConfig, load_checkpoint, train
+from amdre.files import FolderError, WriteError, atomic_save, atomic_write
+from amdre.train import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
 # 60 digits in 2 batches, 2 stages of 1 epoch, a tiny generator, no evaluation: well under a second an epoch
@@ -52,7 +53,7 @@ def assert_unchanged(before: dict, folder, appended=()) -> None:
         assert name in after, f"{name} was lost"
         if name in appended:
             continue
-        if name == paper.RUN_FILE and after[name] != digest:
+        if name == pipeline.RUN_FILE and after[name] != digest:
             assert json.loads((Path(folder) / name).read_text())["created"], "run.json was damaged"
             continue
         assert after[name] == digest, f"{name} changed"
@@ -95,14 +96,14 @@ def digits60():
     return load("digits", n=60)
 
 
-def run_config(run, **changes) -> TrainConfig:
-    """The TrainConfig of the run in ``run``, with ``changes``."""
-    return TrainConfig(**{**torch.load(run / "stage0.pt", weights_only=True)["cfg"], **changes})
+def run_config(run, **changes) -> Config:
+    """The Config of the run in ``run``, with ``changes``."""
+    return Config(**{**torch.load(run / "stage0.pt", weights_only=True)["cfg"], **changes})
 
 
 def saved_params(run) -> dict:
-    """The parameters of the run in ``run`` (its run.json), for ``paper.prepare_run``."""
-    return {**json.loads((run / paper.RUN_FILE).read_text())["params"], "out_dir": str(run)}
+    """The parameters of the run in ``run`` (its run.json), for ``pipeline.prepare_run``."""
+    return {**json.loads((run / pipeline.RUN_FILE).read_text())["params"], "out_dir": str(run)}
 
 
 # ------------------------------------------------------------------------------------------ 1. figures/
@@ -136,55 +137,49 @@ def test_figures_default_away_from_the_readme_folder(monkeypatch, tmp_path):
     assert paths.root() == REPO and paths.figures() == REPO / "runs" / "figures"
     monkeypatch.setenv("AMDRE_FIGURES", str(tmp_path / "stage"))
     assert paths.figures() == tmp_path / "stage"
-    rule = (REPO / "Makefile").read_text().split("\nnotebooks:", 1)[1].split("\n\n", 1)[0]
-    staged, stop, copy = (rule.index(s) for s in ("AMDRE_FIGURES=$(abspath $(STAGE))/$$name/figures $(PAPERMILL)",
-                                                  "FAILED: notebooks/ and figures/ unchanged\"; exit 1",
-                                                  "figures/* figures/"))
-    assert staged < stop < copy, "make notebooks: stage the figures, stop on a failure, copy only after a pass"
 
 
 # ------------------------------------------------------------------------------------------ 2. refusing to mix runs
 def test_train_resume_false_refuses_a_finished_run(run, digits60):
     before = snapshot(run)
     with pytest.raises(FileExistsError) as err:
-        train(run_config(run), digits60, run, resume=False, progress=False)
+        train(run_config(run), digits60, run, resume=False)
     msg = str(err.value)
     for part in (f"{run} already holds a run (last.pt, stage1.pt, stage0.pt)",
                  "resume=False would start a new run in it. Nothing was changed", "Continue it with resume=True", f"init_from={run / 'last.pt'}", "delete"):
         assert part in msg, part
     assert_unchanged(before, run)
-    assert train(run_config(run), digits60, run, progress=False).epoch == 2          # what it says: resume=True
+    assert train(run_config(run), digits60, run).epoch == 2          # what it says: resume=True
 
 
 def test_stage_checkpoints_without_last_pt(run, digits60):
     (run / "last.pt").unlink()
     before = snapshot(run)
     with pytest.raises(FileExistsError) as err:
-        Trainer(run_config(run), digits60, run, progress=False)
+        Trainer(run_config(run), digits60, run)
     msg = str(err.value)
     assert "no last.pt to resume from" in msg and f"cp {run / 'stage1.pt'} {run / 'last.pt'}" in msg
     assert "resume=False" not in msg
     assert_unchanged(before, run)
     follow(msg)
-    assert Trainer(run_config(run), digits60, run, progress=False).epoch == 2
+    assert Trainer(run_config(run), digits60, run).epoch == 2
 
 
 def test_resume_with_another_config_points_to_init_from(run, digits60, tmp_path):
     before = snapshot(run)
     with pytest.raises(ValueError) as err:
-        Trainer(run_config(run, lr_g=1e-4), digits60, run, progress=False)
+        Trainer(run_config(run, lr_g=1e-4), digits60, run)
     msg = str(err.value)
-    assert "config differs in lr_g (0.003 -> 0.0001)" in msg and "Nothing was changed" in msg
+    assert "configuration differs in lr_g: 0.003 -> 0.0001" in msg and "Nothing was changed" in msg
     assert "resume=False" not in msg and f"init_from='{run / 'last.pt'}'" in msg
     assert_unchanged(before, run)
-    t = Trainer(run_config(run, lr_g=1e-4, epochs=3), digits60, tmp_path / "new", init_from=run / "last.pt",
-                progress=False)
+    t = Trainer(run_config(run, lr_g=1e-4, epochs=3), digits60, tmp_path / "new", init_from=run / "last.pt")
     assert t.epoch == 2 and t.opt_g.param_groups[0]["lr"] == 1e-4
     with pytest.raises(ValueError, match=r"same networks and stage schedule"):
-        Trainer(run_config(run, ngf=16), digits60, tmp_path / "other", init_from=run / "last.pt", progress=False)
+        Trainer(run_config(run, ngf=16), digits60, tmp_path / "other", init_from=run / "last.pt")
     with pytest.raises(ValueError, match=r"memory bank holds one latent for each of its 60 training images, "
                                          r"this run has 30: use the same data"):
-        Trainer(run_config(run), load("digits", n=30), tmp_path / "other", init_from=run / "last.pt", progress=False)
+        Trainer(run_config(run), load("digits", n=30), tmp_path / "other", init_from=run / "last.pt")
     assert_unchanged(before, run)
 
 
@@ -192,7 +187,7 @@ def test_resume_with_another_config_points_to_init_from(run, digits60, tmp_path)
     (["--sigma", "0.5"], ["already holds a run with other parameters (sigma: 0.3 -> 0.5)", "Nothing was changed",
                           "--init-from {run}/last.pt"]),
     (["--resume", "false"], ["resume=False would start it over", "Nothing was changed", "Set resume=True"]),
-    (["--epochs", "1"], ["has already trained 2 epochs, more than epochs=1", "Set epochs >= 2"]),
+    (["--epochs", "1"], ["needs epochs >= 2", "only 1 stage(s) would be trained", "Set epochs >= 2"]),
 ])
 def test_cli_refusals_change_nothing(run, capsys, args, expected):
     before = snapshot(run)
@@ -206,9 +201,9 @@ def test_cli_refusals_change_nothing(run, capsys, args, expected):
 def test_fewer_epochs_than_trained_are_refused_by_the_trainer(run, digits60, tmp_path):
     before = snapshot(run)
     for kw in ({}, {"init_from": run / "last.pt"}):
-        with pytest.raises(ValueError, match=r"has trained 2 epochs, more than epochs=1\. Nothing was changed: "
-                                             r"set epochs >= 2"):
-            Trainer(run_config(run, epochs=1), digits60, run if not kw else tmp_path / "new", progress=False, **kw)
+        with pytest.raises(ValueError, match=r"needs epochs >= 2 .* Set epochs >= 2 or n_stages <= 1\. Nothing was "
+                                             r"written"):
+            Trainer(run_config(run, epochs=1), digits60, run if not kw else tmp_path / "new", **kw)
     assert_unchanged(before, run)
 
 
@@ -234,7 +229,7 @@ def test_damaged_last_pt_through_the_cli(run, capsys, damage):
     assert len(err.strip().splitlines()) == 1                       # one message, not torch's advice
     assert_unchanged(before, run)
     with pytest.raises(DamagedCheckpoint) as direct:                 # the same message from prepare_run
-        paper.prepare_run(saved_params(run))
+        pipeline.prepare_run(saved_params(run))
     assert f"error: {direct.value}" in err
     assert_unchanged(before, run)
     follow(err)                                                      # do what it says
@@ -332,7 +327,7 @@ def test_a_log_that_cannot_be_appended_to(run, capsys, monkeypatch):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
         appends.append(file) if "a" in mode else None
         return open(file, mode, *a, **kw)
-    monkeypatch.setattr(paper, "open", full_open, raising=False)
+    monkeypatch.setattr(pipeline, "open", full_open, raising=False)
     before = snapshot(run)
     code, err = cli(capsys, run, epochs=3)
     assert code == 1
@@ -380,7 +375,7 @@ def test_out_dir_under_a_regular_file(tmp_path, capsys, digits60):
     assert (f"cannot create the folder {blocker / 'run'}: {blocker} is a file, not a folder. Nothing was written. "
             "Choose another folder (out_dir), or move that file away.") in err
     with pytest.raises(FolderError, match="is a file, not a folder"):
-        Trainer(TrainConfig(generator="digits", nz=4, ngf=8), digits60, blocker / "a" / "b", progress=False)
+        Trainer(Config(generator="digits", nz=4, ngf=8), digits60, blocker / "a" / "b")
     with pytest.raises(FolderError, match="is a file, not a folder"):
         atomic_save({}, blocker / "x.pt")
     assert snapshot(tmp_path) == before
@@ -449,12 +444,12 @@ def test_init_from_through_the_cli(run, capsys, tmp_path):
 
 def diverge_in_epoch(monkeypatch, epoch):
     """Trainer.train_step returns NaN statistics from epoch ``epoch`` (counted from 1) on."""
-    real = Trainer.train_step
+    real = Trainer.sample_posterior
 
-    def step(self, x, idx, k):
-        z, stats = real(self, x, idx, k)
-        return z, stats * float("nan") if self.epoch + 1 >= epoch else stats
-    monkeypatch.setattr(Trainer, "train_step", step)
+    def posterior(self, x, z0, n_stages, randn):
+        z = real(self, x, z0, n_stages, randn)
+        return z * float("nan") if self.epoch + 1 >= epoch else z
+    monkeypatch.setattr(Trainer, "sample_posterior", posterior)
 
 
 def test_divergence_advice_works_as_written(run, capsys, monkeypatch, tmp_path):
@@ -488,7 +483,7 @@ def test_divergence_before_any_checkpoint(tmp_path, capsys, monkeypatch):
 
 
 def test_non_finite_weights_are_never_saved(run, digits60):
-    t = Trainer(run_config(run, epochs=3), digits60, run, progress=False)
+    t = Trainer(run_config(run, epochs=3), digits60, run)
     before = snapshot(run)
     with torch.no_grad():
         next(t.generator.parameters()).fill_(float("nan"))
@@ -572,58 +567,3 @@ def test_papermill_reads_every_parameter(nb, caplog):
     unparsed = [r.getMessage() for r in caplog.records if "Unable to parse" in r.getMessage()]
     assert not unparsed, unparsed
     assert list(found) == list(declared)
-    if nb.stem == "05_paper_scale":
-        assert list(declared) == list(paper.PARAMS)
-        assert declared == {k: v[1] for k, v in paper.PARAMS.items()}
-
-
-# ------------------------------------------------------------------------------------------ 9. images, parameters
-def test_sample_posterior_checks_the_images():
-    from amdre.nets import generator
-
-    g = generator("digits", 4, 8)
-    x = torch.zeros(3, 1, 8, 8)
-    for bad in (torch.zeros(3, 1, 28, 28), torch.zeros(3, 64), torch.zeros(3, 3, 8, 8)):
-        with pytest.raises(ValueError, match=r"x must be images of shape \[B, 1, 8, 8\] \(the generator's output "
-                                             rf"shape\); got {re.escape(str(tuple(bad.shape)))}"):
-            sample_posterior(g, None, bad, n_steps=1)
-    x[1, 0, 2, 2] = float("nan")
-    x[2, 0, 0, 0] = float("inf")
-    with pytest.raises(ValueError, match=r"x holds NaN or inf in 2 of 3 images: fix or drop them first"):
-        sample_posterior(g, None, x, n_steps=1)
-    with pytest.raises(ValueError, match="NaN or inf in 2 of 3"):
-        posterior_bank(g, None, x, n_steps=1)
-    check_images(g, torch.zeros(2, 1, 8, 8))                      # fine images pass
-
-
-NOTEBOOK_CASES = {  # injected papermill cell -> what params.notebook says (None: accepted)
-    "seed = 1\nsteps = 20\n": None,
-    "bogus = 1\n": "unknown parameter 'bogus'; this notebook's parameters: seed, steps, gaps",
-    "step = 1\n": "unknown parameter 'step' (did you mean 'steps'?)",
-    "steps = 'ten'\n": "steps must be an int like 1500; got 'ten' (a string: write the number without quotes",
-    "gaps = 3.0\n": "gaps must be a list like [0.5, 1.0]; got 3.0",
-    "seed = 2.5\n": "seed must be an int like 0; got 2.5",
-}
-
-
-@pytest.mark.parametrize("injected", sorted(NOTEBOOK_CASES))
-def test_notebook_parameters_are_checked(injected):
-    declared = "# parameters\nseed = 0\nsteps = 1500  # training steps\ngaps = [0.5, 1.0]\n"
-    namespace = {"seed": 0, "steps": 1500, "gaps": [0.5, 1.0], "np": object()}
-    exec(injected, {}, values := {})
-    namespace.update(values)
-    namespace["In"] = ["", declared, "# Parameters\n" + injected, "params.notebook(globals())"]
-    expected = NOTEBOOK_CASES[injected]
-    if expected is None:
-        assert params.notebook(namespace) == {"seed": 1, "steps": 20, "gaps": [0.5, 1.0]}
-    else:
-        with pytest.raises(ValueError) as err:
-            params.notebook(namespace)
-        assert expected in str(err.value)
-
-
-def test_notebook_parameters_outside_a_notebook_and_rerun_cells():
-    assert params.notebook({"seed": 0}) == {}                    # no IPython history: nothing to check
-    cell = "# parameters\nseed = 0\n"
-    # an injected cell before the latest run of the parameters cell no longer counts
-    assert params.notebook({"seed": 0, "In": ["", "# Parameters\nbogus = 1\n", cell, "x"]}) == {"seed": 0}

@@ -5,9 +5,11 @@ import re
 import pytest
 import torch
 
-from amdre.langevin import posterior_bank, sample_posterior
-from amdre.nce import nce_accuracy, nce_loss
-from amdre.train import Trainer, TrainConfig, load_checkpoint, train
+from amdre.checkpoint import load_checkpoint
+from amdre.config import Config
+from amdre.prior import EBMPrior
+from amdre.samplers import aggregate_posterior, sample_posterior
+from amdre.train import STATS, Trainer, train
 
 
 @pytest.fixture
@@ -16,56 +18,56 @@ def tiny(tiny_digits):
 
 
 def config(**kw):
-    base = dict(generator="digits", nz=4, ngf=8, epochs=2, n_stages=2, stage_every=1, batch_size=16,
-                ld_steps=5, prior_ld_steps=5, lr_g=1e-3, lr_ebm=1e-3)
-    return TrainConfig(**{**base, **kw})
+    base = dict(dataset="digits", nz=4, ngf=8, epochs=2, n_stages=2, stage_every=1, batch_size=16,
+                ld_steps=5, prior_ld_steps=5, lr_g=1e-3, lr_ebm=1e-3, prior_sampling="memory", progress=False)
+    return Config(**{**base, **kw})
 
 
 def params(trainer):
     return [*trainer.generator.parameters(), *trainer.prior.parameters()]
 
 
-def test_one_epoch_records_stage_losses(tiny, tmp_path):
-    """Every recorded statistic is what its definition gives on that batch, recomputed from the batch's
-    posterior and prior samples with the models as they were before the batch's update (Fig. 1, Eq. 2, Eq. 4)."""
-    cfg = config(epochs=1)
-    t = Trainer(cfg, tiny, tmp_path, progress=False)
-    init = [p.detach().clone() for p in t.generator.parameters()]
-    prior_samples, step, expected = t.prior_samples, t.step, []
+def test_train_step_is_the_whole_step(tiny, tmp_path):
+    """One call of train_step takes both Adam steps: Adam's first step moves every trainable weight by lr_g (the
+    generator) or lr_ebm (the stage's ratio net) against its gradient's sign; the returned statistics are named,
+    and an untrained ratio is a coin (Eq. 4 at 2 log 2)."""
+    t = Trainer(config(epochs=1, n_stages=1, lr_g=1e-3, lr_ebm=2e-3), tiny, tmp_path)
+    t.new_stage()
+    before = {id(p): p.detach().clone() for p in params(t)}
+    x, _, idx = next(iter(t.batches()))
+    stats = t.train_step(x, idx, 0)
+    assert list(stats) == list(STATS) and all(isinstance(v, float) for v in stats.values())
+    assert stats["nce_loss"] == pytest.approx(2 * math.log(2), abs=0.1)
+    for module, lr in ((t.generator, 1e-3), (t.ratio, 2e-3)):
+        for p in module.parameters():
+            moved = (p.detach() - before[id(p)]).abs()
+            moved = moved[p.grad.abs() > 1e-6]                  # Adam's first step: lr * g / (|g| + eps)
+            assert moved.numel() > 0 and torch.allclose(moved, torch.full_like(moved, lr), rtol=0.02)
 
-    def spy_prior(idx, k, n):
-        expected.append({"z_prior": prior_samples(idx, k, n)})
-        return expected[-1]["z_prior"]
 
-    def spy_step(x, idx, k, i):
-        z, stats = step(x, idx, k, i)                    # the optimisers step after this returns
-        e, n = expected[-1], len(x)
-        with torch.no_grad():
-            err = (x - t.generator(z)).pow(2)
-            log_r = t.prior.stages[k](torch.cat([z, e["z_prior"]]))
-        e.update(gen_loss=err.flatten(1).sum(1).mean() / (2 * cfg.sigma ** 2), mse=err.mean(),
-                 z_norm2=z.pow(2).sum(1).mean(), nce_loss=nce_loss(log_r[:n], log_r[n:]),
-                 nce_acc=nce_accuracy(log_r[:n], log_r[n:]))
-        return z, stats
+def test_a_non_finite_step_changes_no_weight(tiny, tmp_path):
+    t = Trainer(config(epochs=1, n_stages=1), tiny, tmp_path)
+    t.new_stage()
+    before = [p.detach().clone() for p in params(t)]
+    t.posterior = lambda x, z0, n_stages, randn: torch.full_like(z0, math.nan)
+    x, _, idx = next(iter(t.batches()))
+    with pytest.raises(FloatingPointError, match=r"non-finite training values \(gen_loss=nan, z_norm2=nan"):
+        t.train_step(x, idx, 0)
+    assert all(torch.equal(a, b) for a, b in zip(before, params(t)))
 
-    t.prior_samples, t.step = spy_prior, spy_step
-    t.fit()
-    h = t.history
-    assert t.epoch == 1 and t.prior.n_stages == 1
-    assert len(expected) == len(h["nce_loss"]) == len(h["gen_loss"]) == len(h["stage"]) == 4   # 64 / 16 batches
-    assert h["stage"] == [0] * 4 and h["epoch"] == [0] * 4 and len(h["epoch_time"]) == 1
-    for key in ("gen_loss", "mse", "z_norm2", "nce_loss", "nce_acc"):
-        assert h[key] == pytest.approx([e[key].item() for e in expected], rel=1e-5, abs=1e-6), key
-    # stage 0 contrasts posterior samples with N(0, I) noise, and an untrained ratio is a coin: Eq. 4 ~ 2 log 2
-    assert all(e["z_prior"].shape == (16, 4) for e in expected)
-    assert h["nce_loss"][0] == pytest.approx(2 * math.log(2), abs=0.1)
-    assert not any(torch.equal(a, b) for a, b in zip(init, t.generator.parameters()))    # the optimisers stepped
-    assert (tmp_path / "last.pt").exists() and (tmp_path / "stage0.pt").exists()
-    assert not list(tmp_path.glob("*.tmp*"))
+
+def test_training_leaves_the_global_random_state_alone(tiny, tmp_path):
+    state = torch.get_rng_state()
+    train(config(), tiny, tmp_path / "a")
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(123)                                        # the caller's random state does not matter
+    b = train(config(), tiny, tmp_path / "b")
+    a = Trainer(config(), tiny, tmp_path / "a")
+    assert all(torch.equal(p, q) for p, q in zip(params(a), params(b)))
 
 
 def test_stage_boundaries_and_memory_bank(tiny, tmp_path):
-    t = Trainer(config(epochs=5, n_stages=3, stage_every=2), tiny, tmp_path, progress=False)
+    t = Trainer(config(epochs=5, n_stages=3, stage_every=2), tiny, tmp_path)
     assert t.bank.shape == (64, 4)
     start = t.bank.clone()
     t.fit(1)                                   # epoch 0: first epoch of stage 0, bank untouched
@@ -74,8 +76,8 @@ def test_stage_boundaries_and_memory_bank(tiny, tmp_path):
     t.fit(2)                                   # epoch 1: last epoch of stage 0, every row rewritten
     assert (t.bank != start).all(dim=1).all()
     written = t.bank.clone()
-    reads, original = [], t.prior_samples
-    t.prior_samples = lambda idx, k, n: reads.append((idx.clone(), original(idx, k, n))) or reads[-1][1]
+    reads, original = [], t.prior_sampler
+    t.prior_sampler = lambda idx, k: reads.append((idx.clone(), original(idx, k))) or reads[-1][1]
     t.fit(3)                                   # epoch 2: stage 1 reads the bank, does not write it
     assert t.prior.n_stages == 2 and torch.equal(t.bank, written)
     assert not any(p.requires_grad for p in t.prior.stages[0].parameters())
@@ -91,10 +93,10 @@ def test_stage_boundaries_and_memory_bank(tiny, tmp_path):
 @pytest.mark.parametrize("sampling,epochs,stop", [("memory", 3, 1), ("memory", 3, 2), ("langevin", 3, 1)])
 def test_resume_equals_uninterrupted(tiny, tmp_path, sampling, epochs, stop):
     cfg = config(epochs=epochs, stage_every=2, prior_sampling=sampling)
-    full = train(cfg, tiny, tmp_path / "full", progress=False)
-    Trainer(cfg, tiny, tmp_path / "cut", progress=False).fit(stop)      # "interrupted" after `stop` epochs
+    full = train(cfg, tiny, tmp_path / "full")
+    Trainer(cfg, tiny, tmp_path / "cut").fit(stop)      # "interrupted" after `stop` epochs
     torch.manual_seed(12345)                                             # the new process has other RNG state
-    resumed = Trainer(cfg, tiny, tmp_path / "cut", progress=False)
+    resumed = Trainer(cfg, tiny, tmp_path / "cut")
     assert resumed.epoch == stop
     resumed.fit()
     assert resumed.prior.n_stages == full.prior.n_stages == 2
@@ -104,13 +106,12 @@ def test_resume_equals_uninterrupted(tiny, tmp_path, sampling, epochs, stop):
         assert torch.equal(full.bank, resumed.bank)
     assert full.history["nce_loss"] == resumed.history["nce_loss"]
     # another seed gives other parameters: the equality above is not trivially true
-    other = train(config(epochs=epochs, stage_every=2, prior_sampling=sampling, seed=1), tiny, tmp_path / "o",
-                  progress=False)
+    other = train(config(epochs=epochs, stage_every=2, prior_sampling=sampling, seed=1), tiny, tmp_path / "o")
     assert not any(torch.equal(a, b) for a, b in zip(params(full), params(other)))
 
 
 def test_nan_raises_and_keeps_last_good_checkpoint(tiny, tmp_path):
-    t = Trainer(config(epochs=3), tiny, tmp_path, progress=False)
+    t = Trainer(config(epochs=3), tiny, tmp_path)
     t.fit(1)
     good = (tmp_path / "last.pt").read_bytes()
     with torch.no_grad():
@@ -124,11 +125,11 @@ def test_nan_raises_and_keeps_last_good_checkpoint(tiny, tmp_path):
         t.save()
     assert (tmp_path / "last.pt").read_bytes() == good
     # resuming from the kept checkpoint works
-    assert Trainer(config(epochs=3), tiny, tmp_path, progress=False).fit().epoch == 3
+    assert Trainer(config(epochs=3), tiny, tmp_path).fit().epoch == 3
 
 
 def test_non_adaptive_fits_m_tre_stages(tiny, tmp_path):
-    t = train(config(epochs=1, n_stages=3, adaptive=False, tre_steps=30), tiny, tmp_path, progress=False)
+    t = train(config(epochs=1, n_stages=3, adaptive=False, tre_steps=30), tiny, tmp_path)
     assert t.prior.n_stages == 3 and not any(p.requires_grad for p in t.prior.parameters())
     assert set(h for h in t.history["stage"]) == {None} and all(v != v for v in t.history["nce_loss"])
     assert len(t.history["tre_loss"]) == 3 and all(len(c) == 30 for c in t.history["tre_loss"])
@@ -144,10 +145,10 @@ def test_non_adaptive_prior_is_tre_on_the_posterior_bank(tiny, tmp_path):
     the trained generator (Sec. 5.5): rebuilt here from the saved generator, it gives the same log-density."""
     from amdre.tre import tre_prior
     cfg = config(epochs=2, n_stages=3, adaptive=False, tre_steps=40, seed=3)
-    t = train(cfg, tiny, tmp_path, progress=False)
+    t = train(cfg, tiny, tmp_path)
     g, prior, _, _ = load_checkpoint(tmp_path)
-    bank = posterior_bank(g, None, tiny.images, cfg.ld_steps, cfg.ld_step_size, cfg.sigma,
-                          batch_size=max(cfg.batch_size, 256), seed=cfg.seed)
+    bank = aggregate_posterior(g, EBMPrior(4), tiny.images, cfg.ld_steps, cfg.ld_step_size, cfg.sigma,
+                               batch_size=max(cfg.batch_size, 256), seed=cfg.seed)
     rebuilt = tre_prior(bank, cfg.n_stages, cfg.tre_steps, cfg.tre_lr, cfg.seed)
     z = torch.randn(50, 4, generator=torch.Generator().manual_seed(0)) * 1.5
     assert torch.allclose(prior.log_prob(z), rebuilt.log_prob(z), atol=1e-5)
@@ -155,15 +156,16 @@ def test_non_adaptive_prior_is_tre_on_the_posterior_bank(tiny, tmp_path):
     assert t.history["tre_loss"] == rebuilt.history["tre_loss"]
     assert not torch.allclose(prior.log_prob(z), -0.5 * z.pow(2).sum(1), atol=1e-2)        # the stages do something
     # another bank (another seed of the posterior noise) gives another prior: the equality above is not vacuous
-    other = tre_prior(posterior_bank(g, None, tiny.images, cfg.ld_steps, cfg.ld_step_size, cfg.sigma, seed=4),
+    other = tre_prior(aggregate_posterior(g, EBMPrior(4), tiny.images, cfg.ld_steps, cfg.ld_step_size, cfg.sigma,
+                                          seed=4),
                       cfg.n_stages, cfg.tre_steps, cfg.tre_lr, cfg.seed)
     assert not torch.allclose(other.log_prob(z), rebuilt.log_prob(z), atol=1e-3)
 
 
-def test_load_checkpoint_and_posterior_bank(tiny, tmp_path):
-    """load_checkpoint rebuilds the trainer's models exactly (frozen, eval mode); posterior_bank is
+def test_load_checkpoint_and_the_aggregate_posterior(tiny, tmp_path):
+    """load_checkpoint rebuilds the trainer's models exactly (frozen, eval mode); aggregate_posterior is
     sample_posterior from noise batch by batch under its seed, and leaves the global RNG as it was."""
-    t = train(config(epochs=3, n_stages=2, stage_every=2), tiny, tmp_path, progress=False)
+    t = train(config(epochs=3, n_stages=2, stage_every=2), tiny, tmp_path)
     g, prior, cfg, hist = load_checkpoint(tmp_path / "last.pt")
     assert cfg == t.cfg and hist == t.history and prior.n_stages == t.prior.n_stages == 2
     for mine, theirs in ((g, t.generator), (prior, t.prior)):
@@ -176,35 +178,33 @@ def test_load_checkpoint_and_posterior_bank(tiny, tmp_path):
     assert prior0.n_stages == 1 and not torch.equal(g0.net[1].weight, g.net[1].weight)
 
     state = torch.get_rng_state()
-    bank = posterior_bank(g, prior, tiny, n_steps=3, batch_size=20, seed=5)
+    bank = aggregate_posterior(g, prior, tiny, n_steps=3, batch_size=20, seed=5)
     assert torch.equal(torch.get_rng_state(), state)
     torch.manual_seed(5)
     by_batch = torch.cat([sample_posterior(g, prior, x, n_steps=3) for x in tiny.images.split(20)])
     assert bank.shape == (64, 4) and torch.equal(bank, by_batch)
-    assert torch.equal(posterior_bank(g, prior, tiny.images, n_steps=3, batch_size=20, seed=5), bank)   # a tensor
     torch.manual_seed(5)
-    assert torch.equal(posterior_bank(g, prior, tiny, n_steps=3, batch_size=20), bank)      # seed None: global RNG
-    assert not torch.equal(posterior_bank(g, prior, tiny, n_steps=3, batch_size=20, seed=6), bank)
-    # n_stages=k samples under p_{phi_k} (Eq. 8): 0 stages is the Gaussian prior
-    torch.manual_seed(7)
-    gauss = torch.cat([sample_posterior(g, None, x, n_steps=3) for x in tiny.images[:10].split(4)])
-    assert torch.allclose(posterior_bank(g, prior, tiny.images[:10], n_steps=3, batch_size=4, n_stages=0, seed=7),
-                          gauss, atol=1e-6)
-    assert torch.allclose(posterior_bank(g, None, tiny.images[:10], n_steps=3, batch_size=4, seed=7), gauss,
-                          atol=1e-6)
+    assert torch.equal(aggregate_posterior(g, prior, tiny, n_steps=3, batch_size=20), bank)   # seed None: global RNG
+    assert not torch.equal(aggregate_posterior(g, prior, tiny, n_steps=3, batch_size=20, seed=6), bank)
+    # n_stages=k samples under p_{phi_k} (Eq. 8): 0 stages is the Gaussian prior, a prior with no stage
+    gauss = aggregate_posterior(g, EBMPrior(4), tiny.images[:10], n_steps=3, batch_size=4, seed=7)
+    assert torch.equal(aggregate_posterior(g, prior, tiny.images[:10], n_steps=3, batch_size=4, n_stages=0, seed=7),
+                       gauss)
+    assert not torch.allclose(aggregate_posterior(g, prior, tiny.images[:10], n_steps=3, batch_size=4, seed=7),
+                              gauss, atol=1e-4)
     assert all(p.grad is None for p in [*g.parameters(), *prior.parameters()])
 
 
 def test_resume_false_and_init_from(tiny, tmp_path):
     """resume=False never mixes a new run into a folder holding one; init_from starts a new run from another
     run's checkpoint (its state, this config's learning rates) and refuses other networks."""
-    first = train(config(epochs=1), tiny, tmp_path / "a", progress=False)
+    first = Trainer(config(epochs=2), tiny, tmp_path / "a").fit(1)
     before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
     with pytest.raises(FileExistsError, match=r"already holds a run \(last.pt, stage0.pt\).*resume=False"):
         Trainer(config(epochs=2), tiny, tmp_path / "a", resume=False)
     assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == before
     slower = config(epochs=2, lr_g=1e-4, lr_ebm=2e-4, ld_step_size=0.005)
-    t = Trainer(slower, tiny, tmp_path / "b", init_from=tmp_path / "a" / "last.pt", progress=False)
+    t = Trainer(slower, tiny, tmp_path / "b", init_from=tmp_path / "a" / "last.pt")
     assert t.epoch == 1 and t.init_from == str(tmp_path / "a" / "last.pt") and t.last_checkpoint is None
     assert all(torch.equal(p, q) for p, q in zip(params(t), params(first)))
     assert [g["lr"] for g in t.opt_g.param_groups] == [1e-4] and [g["lr"] for g in t.opt_ebm.param_groups] == [2e-4]
@@ -229,7 +229,7 @@ def test_bad_input(tiny, tmp_path):
         config(generator="resnet")
     with pytest.raises(ValueError, match="stage_every"):
         config(stage_every=0)
-    train(config(epochs=1), tiny, tmp_path, progress=False)
+    train(config(), tiny, tmp_path)
     with pytest.raises(ValueError, match="differs in sigma"):
         Trainer(config(sigma=0.5), tiny, tmp_path)
     with pytest.raises(FileNotFoundError):
@@ -239,7 +239,7 @@ def test_bad_input(tiny, tmp_path):
 def test_nce_direction_posterior_over_prior(tiny, tmp_path):
     """r_k estimates q_k / p_{phi_k}: with posterior samples N(a, I) and prior N(0, I), log r(z) -> a^T z - |a|^2/2."""
     a = torch.full((4,), 1.5)
-    t = Trainer(config(epochs=25, n_stages=1, stage_every=100, lr_ebm=1e-2), tiny, tmp_path, progress=False)
+    t = Trainer(config(epochs=25, n_stages=1, stage_every=100, lr_ebm=1e-2), tiny, tmp_path)
     t.posterior = lambda x, z0, n_stages=None, randn=torch.randn_like: randn(z0) + a     # the sampler is a callable
     t.fit()
     with torch.no_grad():

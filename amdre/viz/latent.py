@@ -3,12 +3,12 @@
 Every 2-D panel is drawn in the latent coordinates (z_1, z_2); densities are normalised over the plotted square
 (a Riemann sum on the grid), so densities of different stages share one colour scale.
 """
-import math
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..samplers import sample_sir
 from .images import image_grid, show_images
 from .ratios import CHANCE_NCE, grid_points, plot_losses
 
@@ -174,9 +174,8 @@ def plot_stage(prior, k: int, z_post, generator=None, extent: float = 3.0, n: in
     for ax in axes[:4]:
         _latent_axes(ax, extent)
     if generator is not None:
-        device = next(iter(prior.parameters()), torch.empty(0)).device
-        zs = prior.sample_sir(n_samples, n_proposals, n_stages=k + 1,
-                              generator=torch.Generator(device=device).manual_seed(seed))
+        zs = sample_sir(prior, n_samples, n_proposals, n_stages=k + 1,
+                        generator=torch.Generator(device=prior.where.device).manual_seed(seed))
         with torch.no_grad():
             x = generator(zs.to(next(iter(generator.parameters()), zs).device)).cpu()
         show_images(_readable(x), nrow=int(np.ceil(np.sqrt(n_samples))), ax=axes[4],

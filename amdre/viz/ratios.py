@@ -2,7 +2,6 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.colors import TwoSlopeNorm
 
 CHANCE_NCE = 2 * np.log(2)          # Eq. 4's loss of a classifier that cannot tell p from q
 

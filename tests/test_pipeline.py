@@ -1,4 +1,4 @@
-"""Paper-scale runs (issue 4): presets, parameter checks, the CLI (train, resume, refuse, NaN), speed paths."""
+"""The paper-scale run pipeline: presets, parameter checks, the CLI (train, resume, refuse, NaN), speed paths."""
 import ast
 import json
 import math
@@ -11,13 +11,14 @@ import nbformat
 import pytest
 import torch
 
-from amdre import accel, distributed, paper, paths
+from amdre import distributed, paths, pipeline
 from amdre.__main__ import main
 from amdre.accel import Autocast, CompiledPosterior
-from amdre.langevin import sample_posterior
+from amdre.config import Config, load_preset
 from amdre.nets import generator
-from amdre.paper import PARAMS, check_params, config_from_params, load_preset
-from amdre.train import Trainer, TrainConfig
+from amdre.pipeline import PARAMS, check_params, config_from_params, speed_up
+from amdre.samplers import sample_posterior
+from amdre.train import Trainer
 from conftest import tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +30,19 @@ TINY = ["--config", "ci", "--n-train", "300", "--epochs", "2", "--stage-every", 
 def run(tmp, *args, epochs=None):
     argv = TINY + ["--out-dir", str(tmp), *args] + (["--epochs", str(epochs)] if epochs else [])
     return main(argv)
+
+
+def run_interrupted(tmp, monkeypatch, after=1):
+    """The TINY run, stopped by Ctrl-C right after epoch ``after`` was checkpointed (exit 130)."""
+    log = pipeline.EpochLog.__call__
+
+    def stop(self, trainer):
+        log(self, trainer)
+        if trainer.epoch == after:
+            raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr(pipeline.EpochLog, "__call__", stop)
+        return run(tmp)
 
 
 # ------------------------------------------------------------------------------------------ presets
@@ -79,7 +93,8 @@ def test_notebook_parameters_are_the_declared_ones():
     nb = nbformat.read(REPO / "notebooks/05_paper_scale.ipynb", as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
-    assert _parameters_cell(tagged[0].source) == {k: v[1] for k, v in PARAMS.items()}
+    as_list = lambda v: list(v) if isinstance(v, tuple) else v                        # noqa: E731 - betas
+    assert _parameters_cell(tagged[0].source) == {k: as_list(v[1]) for k, v in PARAMS.items()}
     text = REPO / "notebooks/05_paper_scale.py"
     if text.is_file():
         cell = next(c for c in text.read_text().split("# %%") if c.lstrip(" \n").startswith('tags=["parameters"]'))
@@ -89,11 +104,11 @@ def test_notebook_parameters_are_the_declared_ones():
 # ------------------------------------------------------------------------------------------ parameter checks
 def test_check_params_reports_every_problem_at_once():
     with pytest.raises(ValueError) as err:
-        check_params({"epoch": 3, "batch_size": "100", "lr_g": "1e-4", "amp": 1, "nz": True, "stages": 0,
+        check_params({"epoch": 3, "batch_size": "100", "lr_g": "1e-4", "amp": 1, "nz": True, "n_stages": 0,
                       "prior_sampling": "pcd", "sigma": -1.0, "n_train": 2.5})
     msg = str(err.value)
     for part in ("unknown parameter 'epoch' (did you mean 'epochs'?)", "batch_size must be int", "got '100' (a string",
-                 "write 1.0e-4", "amp must be bool", "nz must be int", "stages must be an int >= 1",
+                 "write 1.0e-4", "amp must be bool", "nz must be int", "n_stages must be an int >= 1",
                  "prior_sampling must be one of 'memory', 'langevin'; got 'pcd'", "sigma must be a finite number > 0",
                  "n_train must be int or None"):
         assert part in msg, part
@@ -104,7 +119,7 @@ def test_check_params_dataset_generator_and_paths():
         check_params({"dataset": "imagenet"})
     with pytest.raises(ValueError, match=r"generator 'svhn' makes images of shape \(3, 32, 32\) but mnist5k"):
         check_params({"generator": "svhn"})
-    with pytest.raises(ValueError, match="image_size must be 64 or 128"):
+    with pytest.raises(ValueError, match="image_size must be one of 64, 128; got 32"):
         check_params({"dataset": "celeba", "image_size": 32})
     p = check_params({"dataset": "CIFAR-10", "out_dir": "runs/x", "n_train": None})
     assert p["dataset"] == "cifar10" and p["generator"] == "cifar10" and p["out_dir"] == str(paths.root() / "runs/x")
@@ -122,17 +137,19 @@ def test_cuda_without_gpu_is_a_clear_error(monkeypatch, tmp_path):
         check_params({"device": "tpu"})
     from amdre.data import load
     with pytest.raises(ValueError, match="Set device='cpu'"):
-        Trainer(TrainConfig(generator="digits", nz=4, ngf=8, device="cuda"), load("digits", n=8), tmp_path)
+        Trainer(Config(dataset="digits", nz=4, ngf=8, device="cuda"), load("digits", n=8), tmp_path)
     assert run(tmp_path / "r", "--device", "cuda") == 2 and not (tmp_path / "r").exists()
 
 
 # ------------------------------------------------------------------------------------------ CLI runs
-def test_cli_trains_resumes_and_equals_an_uninterrupted_run(tmp_path, capsys):
+def test_cli_trains_resumes_and_equals_an_uninterrupted_run(tmp_path, capsys, monkeypatch):
     cut, full = tmp_path / "cut", tmp_path / "full"
-    assert run(cut, epochs=1) == 0
+    assert run_interrupted(cut, monkeypatch) == 130
+    assert "continues from its last checkpoint" in capsys.readouterr().err
     log = (cut / "train.log").read_text()
-    assert "starting of 1" in log and "epoch 1/1 stage 0" in log and "img/s" in log
-    assert run(cut) == 0                                                     # epochs 2: resumes at epoch 1
+    assert "starting of 2" in log and "epoch 1/2 stage 0" in log and "img/s" in log
+    assert "STOPPED: interrupted (Ctrl-C) during epoch 2; last.pt holds epoch 1" in log
+    assert run(cut) == 0                                                     # resumes at epoch 1
     log = (cut / "train.log").read_text()
     assert "resuming after epoch 1 of 2" in log and "epoch 2/2 stage 1" in log
     assert run(full) == 0
@@ -147,7 +164,7 @@ def test_cli_trains_resumes_and_equals_an_uninterrupted_run(tmp_path, capsys):
 
 
 def test_cli_refuses_another_config_and_keeps_everything(tmp_path, capsys):
-    assert run(tmp_path, epochs=1) == 0
+    assert run(tmp_path) == 0
     before = {f: (tmp_path / f).read_bytes() for f in ("last.pt", "run.json", "train.log")}
     capsys.readouterr()
     assert run(tmp_path, "--sigma", "0.5") == 2
@@ -158,7 +175,7 @@ def test_cli_refuses_another_config_and_keeps_everything(tmp_path, capsys):
     assert before == {f: (tmp_path / f).read_bytes() for f in before}
     # a Trainer folder without run.json is checked against its checkpoint
     (tmp_path / "run.json").unlink()
-    assert run(tmp_path, "--nz", "4") == 2 and "TrainConfig differs in nz" in capsys.readouterr().err
+    assert run(tmp_path, "--nz", "4") == 2 and "configuration differs in nz: 8 -> 4" in capsys.readouterr().err
 
 
 def test_cli_bad_values_exit_2(tmp_path, capsys):
@@ -171,9 +188,9 @@ def test_cli_bad_values_exit_2(tmp_path, capsys):
 
 
 def test_nan_stops_with_step_stage_and_good_checkpoint(tmp_path, capsys, monkeypatch):
-    assert run(tmp_path, epochs=1) == 0
+    assert run_interrupted(tmp_path, monkeypatch) == 130
     good = (tmp_path / "last.pt").read_bytes()
-    monkeypatch.setattr(accel, "sample_posterior", lambda g, prior, x, z0, **kw: torch.full_like(z0, math.nan))
+    monkeypatch.setattr(Trainer, "sample_posterior", lambda self, x, z0, n_stages, randn: torch.full_like(z0, math.nan))
     assert run(tmp_path) == 1
     err = capsys.readouterr().err
     assert "training stopped: non-finite training values" in err
@@ -194,32 +211,38 @@ def test_cli_evaluation_writes_grids_and_metrics(tmp_path):
     assert m["sample_score"]["library"] and m["sample_score"]["value"] > 0
     assert all((tmp_path / f).stat().st_size > 0 for f in m["files"].values())
     # metrics.json of other run parameters is never overwritten
-    with pytest.raises(paper.RunConflict, match="metrics.json"):
-        paper.evaluate_run({**m["params"], "lr_g": 1e-2}, None, None)
+    with pytest.raises(pipeline.RunConflict, match="metrics.json"):
+        pipeline.evaluate_run({**m["params"], "lr_g": 1e-2}, None, None)
 
 
 # ------------------------------------------------------------------------------------------ speed paths
-def test_shard_rows_follow_the_whole_batch_chains():
-    """``randn=shard_randn(lo, hi, n)``: a shard's chains are exactly rows lo:hi of the whole batch's chains."""
+def test_a_process_noise_is_its_rows_of_the_whole_batch(tiny_digits, tmp_path):
+    """DataParallelTrainer.noise draws for the whole global batch and keeps this process's rows: a shard's chains are
+    exactly rows lo:hi of the chains one process runs for the whole batch (with the same generator state)."""
     g, prior, x = tiny_model()
-    torch.manual_seed(1)
-    whole = sample_posterior(g, prior, x, n_steps=15, n_stages=2)
+    cfg = Config(dataset="digits", nz=4, ngf=8, epochs=2, n_stages=2, stage_every=1, batch_size=24, progress=False)
+    shard = distributed.DataParallelTrainer(cfg, tiny_digits, tmp_path)
+    state = shard.rng.get_state()
+    whole = sample_posterior(g, prior, x, n_steps=15, n_stages=2, randn=shard.noise)
     for lo, hi in ((0, 11), (11, 24)):
-        torch.manual_seed(1)
-        part = sample_posterior(g, prior, x[lo:hi], n_steps=15, n_stages=2, randn=distributed.shard_randn(lo, hi, 24))
+        shard.rng.set_state(state)
+        shard.rows = (lo, hi, 24)
+        part = sample_posterior(g, prior, x[lo:hi], n_steps=15, n_stages=2, randn=shard.noise)
         assert torch.allclose(part, whole[lo:hi], atol=1e-6)
-    torch.manual_seed(1)
-    assert not torch.allclose(sample_posterior(g, prior, x[11:], n_steps=15, n_stages=2), whole[11:], atol=1e-2)
-    with pytest.raises(ValueError, match="B = len"):
-        sample_posterior(g, prior, x[:5], randn=distributed.shard_randn(0, 6, 24))
+    shard.rng.set_state(state)
+    shard.rows = (0, 13, 13)                                      # a batch of 13: other noise for those rows
+    assert not torch.allclose(sample_posterior(g, prior, x[11:], n_steps=15, n_stages=2, randn=shard.noise),
+                              whole[11:], atol=1e-2)
+    with pytest.raises(ValueError, match="noise for 5 rows, but this process holds rows 0:13"):
+        shard.noise(torch.empty(5, 4))
 
 
 def test_amp_keeps_reconstruction_error(tmp_path):
     """bf16 autocast of the generator (CPU autocast here) leaves the posterior's reconstruction error unchanged."""
     from amdre.data import load
     data = load("digits", n=400)
-    t = Trainer(TrainConfig(generator="digits", nz=8, ngf=32, epochs=3, n_stages=2, stage_every=2, batch_size=50,
-                            ld_steps=20, lr_g=3e-3), data, tmp_path, progress=False).fit()
+    t = Trainer(Config(dataset="digits", nz=8, ngf=32, epochs=3, n_stages=2, stage_every=2, batch_size=50,
+                       ld_steps=20, lr_g=3e-3, progress=False), data, tmp_path).fit()
     x = load("digits", split="test", n=200).images
     g, prior = t.generator.eval(), t.prior
     errs = {}
@@ -235,12 +258,15 @@ def test_channels_last_and_amp_train_steps_match_plain(tmp_path):
     from amdre.data import ImageData
     torch.manual_seed(0)
     data = ImageData(torch.rand(100, 1, 28, 28) * 2 - 1, None, "noise")
-    base = dict(generator="mnist", nz=4, ngf=4, epochs=1, n_stages=1, batch_size=50, ld_steps=5)
-    plain = Trainer(TrainConfig(**base), data, tmp_path / "a", progress=False).fit()
-    nhwc = Trainer(TrainConfig(**base, channels_last=True), data, tmp_path / "b", progress=False).fit()
+    base = dict(generator="mnist", nz=4, ngf=4, epochs=1, n_stages=1, batch_size=50, ld_steps=5, progress=False)
+    plain = speed_up(Trainer(Config(**base), data, tmp_path / "a")).fit()
+    nhwc = speed_up(Trainer(Config(**base, channels_last=True), data, tmp_path / "b"))
+    assert nhwc.generator.net[4].weight.is_contiguous(memory_format=torch.channels_last)
+    nhwc.fit()
     for p, q in zip(plain.generator.parameters(), nhwc.generator.parameters()):
         assert torch.allclose(p, q, atol=1e-5)
-    amp = Trainer(TrainConfig(**base, amp=True), data, tmp_path / "c", progress=False).fit()
+    amp = speed_up(Trainer(Config(**base, amp=True), data, tmp_path / "c")).fit()
+    assert isinstance(amp.g, Autocast) and isinstance(amp.posterior.__self__, Trainer)
     assert amp.history["mse"][-1] == pytest.approx(plain.history["mse"][-1], rel=0.05)
 
 

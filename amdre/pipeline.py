@@ -1,8 +1,11 @@
-"""Paper-scale runs (Sec. 5.1, App. A): the parameters, the run folder, the epoch log and the evaluation.
+"""The paper-scale run pipeline (Sec. 5.1, App. A): parameters, run folder, training with speed options, epoch
+log and evaluation. Notebook 05 (papermill) and the command line (``python -m amdre``, ``amdre.__main__``) are
+its two front ends.
 
 One run = one folder (``out_dir``, e.g. ``runs/svhn/``) holding
 
-* ``run.json``      the parameters that define the run (``PARAMS``, checked by ``check_params``);
+* ``run.json``      the parameters that define the run (``PARAMS``: the fields of ``amdre.config.Config`` and the
+  three ``INVOCATION`` options);
 * ``last.pt``, ``stage{k}.pt``   the Trainer's checkpoints (every epoch; at every stage's end);
 * ``train.log``     one text line per epoch (losses, time, images/s), plus start / resume / stop lines;
 * ``samples.png``, ``reconstructions.png``, ``curves.png``   grids of prior samples, test reconstructions
@@ -11,81 +14,48 @@ One run = one folder (``out_dir``, e.g. ``runs/svhn/``) holding
 
 Running the same parameters again continues the run from ``last.pt`` (at most the unfinished epoch is
 lost); different parameters on a folder that holds a run are refused before anything is written
-(``prepare_run``). The same pipeline runs from ``notebooks/05_paper_scale.ipynb`` (papermill) and from the
-command line, ``python -m amdre --config configs/svhn.yaml`` (``amdre.__main__``).
+(``prepare_run``). Speed and scale are applied here, at the edge, around the Trainer's plain callables
+(``speed_up``: channels-last, bf16 autocast, a compiled posterior; ``amdre.distributed`` under torchrun), as
+nanoGPT's train.py wraps its model.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
-import difflib
 import math
-from dataclasses import fields
+import signal
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from . import data, distributed, metrics, paths, viz
-from .accel import resolve_device
-from .files import WriteError, read_checkpoint, read_json, read_yaml, write_json
-from .langevin import sample_images
-from .nets import GENERATORS, generator as make_generator, generator_key
-from .params import STRING_HINT, type_name, type_ok
+from . import config, data, distributed, metrics, paths, viz
+from .accel import Autocast, CompiledPosterior
+from .checkpoint import load_checkpoint, read_checkpoint
 from .experiments import run_dir, shared_fd_classifier
-from .train import RESUMABLE, Trainer, TrainConfig, config_diff, load_checkpoint
+from .files import WriteError, read_json, write_json
+from .nets import generator as make_generator
+from .params import type_name, type_ok
+from .samplers import sample_images
+from .torchutils import device as resolve_device
+from .train import Trainer
 
 RUN_FILE, METRICS_FILE, LOG_FILE = "run.json", "metrics.json", "train.log"
 MSE_SCALE = "mean over test images and pixels of (x - g(z))^2 on the [-1, 1] pixel scale (x 1/4 for [0, 1])"
 
-# The parameters of a paper-scale run: notebook 05's parameters cell, configs/*.yaml and the command line share
-# these names. The defaults are the notebook's tiny real-data CPU run; the paper's values are in configs/*.yaml.
-# name -> (type or tuple of types, default, meaning); None in the types means "may be None".
-PARAMS = {
-    "dataset": (str, "mnist5k", "amdre.data name: svhn, cifar10, celeba, mnist, fashion-mnist, mnist5k, digits"),
-    "data_root": (str, "", "folder holding the datasets ('' = the repo's data/)"),
-    "image_size": (int, 64, "CelebA only: 64 (Table 5 generator) or 128 (the celeba128 generator)"),
-    "generator": (str, "", "amdre.nets generator ('' = the dataset's Table 5 network)"),
-    "n_train": ((int, None), 1000, "first n training examples (None = all; CelebA: 40,000)"),
-    "n_test": (int, 500, "test images for the reconstruction MSE (the paper: 10,000)"),
-    "fid_samples": (int, 500, "generated images for FID, or FD-classifier without FID weights (0 = skip)"),
-    "epochs": (int, 6, "training epochs (App. A.3: 100; CIFAR-10 200)"),
-    "stages": (int, 3, "density-ratio stages m (App. A.3: 4)"),
-    "stage_every": (int, 2, "a new stage every this many epochs (App. A.3: 25; CIFAR-10 50)"),
-    "batch_size": (int, 100, "global batch size (App. A.3 / LEBM: 100)"),
-    "nz": (int, 16, "latent dimension (100; CIFAR-10 128)"),
-    "ngf": (int, 8, "generator width (64)"),
-    "ld_steps": (int, 20, "posterior Langevin steps (30; CIFAR-10 40)"),
-    "ld_step_size": (float, 0.01, "posterior Langevin step s of Eq. 3 (0.01 = LEBM's and the paper's 0.1)"),
-    "sigma": (float, 0.3, "std of p(x|z)"),
-    "lr_g": (float, 4e-3, "generator Adam learning rate (App. A.3: 1e-4; the tiny default run: 4e-3)"),
-    "lr_ebm": (float, 5e-4, "ratio-net Adam learning rate (App. A.3: 5e-5; the tiny default run: 5e-4)"),
-    "prior_sampling": (str, "langevin", "prior samples for NCE: 'langevin' (short-run prior LD) or 'memory' (the "
-                                        "persistent bank of App. A.3)"),
-    "prior_ld_steps": (int, 60, "prior Langevin steps when prior_sampling='langevin'"),
-    "prior_ld_step_size": (float, 0.16, "prior Langevin step s of Eq. 3 (0.16 = LEBM's 0.4)"),
-    "sample_ld_steps": (int, 100, "test-time prior Langevin steps for samples (App. A.3: 100)"),
-    "sample_ld_step_size": (float, 0.1, "test-time prior Langevin step s of Eq. 3 (the paper's 0.1, read in Eq. 3)"),
-    "device": (str, "cpu", "'cpu', 'cuda' or 'cuda:N'"),
-    "amp": (bool, False, "bf16 autocast of the generator (GPU speed)"),
-    "compile": (bool, False, "torch.compile the posterior Langevin step (GPU speed; slow to compile on CPU)"),
-    "channels_last": (bool, False, "NHWC generator (GPU speed)"),
-    "out_dir": (str, "", "run folder, relative to the repo root; '' = runs/05_paper_scale-<hash of the run's parameters>"),
+# How a run is started, beside what it is (amdre.config.Config): name -> (type, default, meaning).
+INVOCATION = {
+    "out_dir": (str, "", "run folder, relative to the repo root; '' = runs/05_paper_scale-<hash of the run's "
+                         "parameters>"),
     "resume": (bool, True, "continue the run in out_dir if there is one (False: out_dir must hold no run)"),
     "init_from": (str, "", "a checkpoint of another run to start this new run from (same networks and stage "
                            "schedule; new learning rates and step sizes allowed); '' = start from scratch"),
-    "seed": (int, 0, "random seed"),
-    "num_workers": (int, 0, "DataLoader worker processes"),
-    "threads": (int, 1, "CPU threads for torch (0 = torch's default); on a shared 2-core machine 1 is ~10x faster "
-                        "for the tiny run than 2"),
-    "progress": (bool, True, "show progress bars"),
 }
+# Every parameter of notebook 05, configs/*.yaml and the command line: name -> (types, default, meaning).
+PARAMS = {**{n: (f.metadata["types"], f.default, f.metadata["meaning"]) for n, f in config.FIELDS.items()},
+          **INVOCATION}
 # Parameters that may change between invocations on one run folder: where it runs, how long, how it is evaluated.
-RESUMABLE_PARAMS = RESUMABLE + ("threads", "out_dir", "data_root", "resume", "progress", "n_test", "fid_samples",
-                                "sample_ld_steps", "sample_ld_step_size", "init_from")
-# Table 5's generator of each dataset (CelebA: "celeba128" for image_size 128).
-DATASET_GENERATORS = {"svhn": "svhn", "cifar10": "cifar10", "celeba": "celeba", "mnist": "mnist",
-                      "fashion-mnist": "mnist", "mnist5k": "mnist", "digits": "digits"}
-# TrainConfig fields with the same name and meaning here (``stages`` is TrainConfig's ``n_stages``).
-_SAME = tuple(f.name for f in fields(TrainConfig) if f.name in PARAMS)
+RESUMABLE_PARAMS = config.RESUMABLE + tuple(INVOCATION)
 
 
 class RunConflict(ValueError):
@@ -109,47 +79,40 @@ def check_params(params: dict) -> dict:
 
     ``params`` maps names of ``PARAMS`` to values (missing names take their defaults). Every problem is
     collected and raised at once as a ValueError that says what to change: unknown names, wrong types
-    (papermill and YAML pass strings for values they cannot parse), values out of range (``TrainConfig``
-    checks its own fields), an unknown dataset, a generator that does not fit the dataset, a CUDA device on a
-    machine without a GPU. The result has ``generator`` filled in, ``dataset`` normalised, and ``out_dir`` /
-    ``data_root`` / ``init_from`` as absolute paths (relative ones are relative to ``amdre.paths.root()``).
+    (papermill and YAML pass strings for values they cannot parse), values out of range, a stage schedule that
+    would not build every stage (``amdre.config``), a generator that does not fit the dataset, a CUDA device on
+    a machine without a GPU. The result has ``generator`` filled in, ``dataset`` normalised, ``betas`` a list, and
+    ``out_dir`` / ``data_root`` / ``init_from`` as absolute paths (relative ones are relative to
+    ``amdre.paths.root()``).
     """
     if not isinstance(params, dict):
         raise ValueError(f"params must be a dict of parameter names to values; got {type(params).__name__}")
-    errors = [_unknown(name) for name in params if name not in PARAMS]
-    p = {name: params.get(name, default) for name, (_, default, _) in PARAMS.items()}
-    mistyped = set()
-    for name, (types, _, meaning) in PARAMS.items():
-        if not type_ok(p[name], types):
-            hint = STRING_HINT if isinstance(p[name], str) and types in (int, float, (int, None)) else ""
-            errors.append(f"{name} must be {type_name(types)} ({meaning}); got {p[name]!r}{hint}")
-            mistyped.add(name)
-    # range checks on every well-typed value (a mistyped one, reported above, stands in as its default)
-    p = {name: PARAMS[name][1] if name in mistyped else v for name, v in p.items()}
-    for name in ("n_test", "fid_samples", "threads"):
-        if p[name] < 0:
-            errors.append(f"{name} must be >= 0; got {p[name]!r}")
-    if p["n_train"] is not None and p["n_train"] < 1:
-        errors.append(f"n_train must be a positive int or None (all); got {p['n_train']!r}")
-    if p["sample_ld_steps"] < 1 or not (math.isfinite(p["sample_ld_step_size"]) and p["sample_ld_step_size"] > 0):
-        errors.append(f"sample_ld_steps must be >= 1 and sample_ld_step_size > 0; got {p['sample_ld_steps']!r}, "
-                      f"{p['sample_ld_step_size']!r}")
-    if p["image_size"] not in (64, 128):
-        errors.append(f"image_size must be 64 or 128 (CelebA); got {p['image_size']!r}")
-    if not mistyped & {"dataset", "generator", "image_size"}:
-        errors += _dataset_and_generator(p)
+    problems = config.unknown_names(params, PARAMS)
+    inv = {name: params.get(name, default) for name, (_, default, _) in INVOCATION.items()}
+    for name, (types, default, meaning) in INVOCATION.items():
+        if not type_ok(inv[name], types):
+            problems.append(f"{name} must be {type_name(types)} ({meaning}); got {inv[name]!r}")
+            inv[name] = default
+    cfg = None
     try:
-        resolve_device(p["device"])
-    except ValueError as err:
-        errors.append(str(err))
-    try:
-        config_from_params(p, checked=True)
-    except ValueError as err:                                   # TrainConfig's own checks, every bad field
-        errors += [line.strip()[2:].replace("n_stages must", "stages must") for line in str(err).splitlines()[1:]]
-    if errors:
-        raise ValueError("bad run parameters:\n  - " + "\n  - ".join(errors))
+        cfg = config.from_dict({k: v for k, v in params.items() if k in config.FIELDS})
+    except config.ConfigError as err:
+        problems += err.problems
+    if cfg is not None:
+        made = make_generator(cfg.generator, 1, 1).out_shape
+        want = data.shape(cfg.dataset, cfg.image_size)
+        if made != want:
+            problems.append(f"generator {cfg.generator!r} makes images of shape {made} but {cfg.dataset} images are "
+                            f"{want}: leave generator='' to use the dataset's network")
+        try:
+            resolve_device(cfg.device)
+        except ValueError as err:
+            problems.append(str(err))
+    if problems:
+        raise config.ConfigError(problems, "bad run parameter")
+    p = {**{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}, **inv}
     if not p["out_dir"].strip():                                 # one folder per run-defining configuration
-        p["out_dir"] = str(run_dir("05_paper_scale", {k: v for k, v in p.items() if k not in RESUMABLE_PARAMS}))
+        p["out_dir"] = str(run_dir("05_paper_scale", cfg))
     for name in ("out_dir", "data_root", "init_from"):
         if p[name]:
             p[name] = str((paths.root() / p[name]).resolve())
@@ -157,57 +120,16 @@ def check_params(params: dict) -> dict:
     return p
 
 
-def _unknown(name) -> str:
-    near = difflib.get_close_matches(str(name), PARAMS, n=1)
-    return f"unknown parameter {name!r}{f' (did you mean {near[0]!r}?)' if near else ''}; known: {', '.join(PARAMS)}"
-
-
-def _dataset_and_generator(p: dict) -> list:
-    """Normalise ``dataset`` and fill in ``generator`` in place; the problems found, as messages."""
-    try:
-        p["dataset"] = data.canonical(p["dataset"])
-    except ValueError as err:
-        return [f"{err} (presets: configs/*.yaml, e.g. papermill -f configs/svhn.yaml)"]
-    want = data.shape(p["dataset"], p["image_size"])
-    if not p["generator"]:
-        p["generator"] = "celeba128" if want == (3, 128, 128) else DATASET_GENERATORS[p["dataset"]]
-        return []
-    p["generator"] = generator_key(p["generator"])
-    if p["generator"] not in GENERATORS:
-        return [f"unknown generator {p['generator']!r}; valid names: {', '.join(GENERATORS)}"]
-    made = make_generator(p["generator"], 1, 1).out_shape
-    if made != want:
-        return [f"generator {p['generator']!r} makes images of shape {made} but {p['dataset']} images are "
-                f"{want}: leave generator='' to use the dataset's network"]
-    return []
-
-
-def config_from_params(params: dict, checked: bool = False) -> TrainConfig:
-    """The TrainConfig of a run's parameters: ``stages`` -> ``n_stages``, the fields of the same name as they are."""
-    p = params if checked else check_params(params)
-    return TrainConfig(n_stages=p["stages"], **{k: p[k] for k in _SAME})
-
-
-def load_preset(preset) -> dict:
-    """The parameters of a preset: a YAML file path, or a name of ``configs/<name>.yaml`` (svhn, cifar10,
-    celeba, celeba_hq, ci). Clear errors for an unknown preset and for malformed YAML."""
-    path = Path(preset)
-    if not path.suffix:
-        path = paths.configs() / f"{preset}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(q.stem for q in paths.configs().glob("*.yaml"))) or (
-            f"none, there is no configs/ folder in {paths.root()}: run from the amdre checkout or give a YAML file")
-        raise FileNotFoundError(f"no preset {str(preset)!r} ({path} does not exist); presets: {known}")
-    values = read_yaml(path, "Each line must be 'name: value', as in configs/svhn.yaml.") or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold parameter names and values, 'name: value' lines as in configs/svhn.yaml")
-    return values
+def config_from_params(params: dict) -> config.Config:
+    """The ``Config`` of a run's parameters (checked by ``check_params``)."""
+    p = check_params(params)
+    return config.Config(**{k: p[k] for k in config.FIELDS})
 
 
 def param_diff(saved: dict, params: dict) -> list:
     """'name: saved -> now' for every run-defining parameter (not RESUMABLE_PARAMS) that differs."""
-    return [f"{k}: {saved.get(k, PARAMS[k][1])!r} -> {v!r}" for k, v in params.items()
-            if k not in RESUMABLE_PARAMS and saved.get(k, PARAMS[k][1]) != v]
+    return [f"{k}: {saved[k]!r} -> {v!r}" for k, v in params.items()
+            if k not in RESUMABLE_PARAMS and k in saved and saved[k] != v]
 
 
 def _conflict(out: Path, what: str) -> RunConflict:
@@ -236,9 +158,9 @@ def prepare_run(params: dict) -> Path:
             raise _conflict(out, "; ".join(diff))
     if ckpt.exists():
         state = read_checkpoint(ckpt)
-        diff = config_diff(state["cfg"], config_from_params(p, checked=True))
+        diff = config.diff(state["cfg"], config_from_params(p))
         if diff and saved is None:
-            raise _conflict(out, "TrainConfig differs in " + ", ".join(diff))
+            raise _conflict(out, "the checkpoint's configuration differs in " + "; ".join(diff))
         if state["epoch"] > p["epochs"]:
             raise RunConflict(f"{out} has already trained {state['epoch']} epochs, more than epochs={p['epochs']}. "
                               f"Nothing was changed. Set epochs >= {state['epoch']} to continue it (or to evaluate "
@@ -294,6 +216,44 @@ class EpochLog:
                    f"nce_acc {mean('nce_acc'):.3f} time {t:.1f}s {len(trainer.data) / t:.0f} img/s")
 
 
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """Inside the block, SIGTERM (a batch system's stop, ``kill``) stops the run as Ctrl-C does: a KeyboardInterrupt
+    that leaves a STOPPED line in train.log; the checkpoint written last is intact (files are replaced atomically)."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt("stopped by SIGTERM")
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:                                        # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def speed_up(trainer: Trainer) -> Trainer:
+    """The run's speed options around the Trainer's plain callables, as nanoGPT's train.py wraps its model:
+    channels-last generator weights, the generator under bf16 autocast (the losses and the posterior run through
+    ``trainer.g``), and the posterior chain compiled by torch.compile (CUDA graphs on a GPU). The Trainer itself
+    never sees these options; with all of them off (the CPU default) this changes nothing."""
+    cfg = trainer.cfg
+    if cfg.channels_last:
+        trainer.generator.to(memory_format=torch.channels_last)
+    if cfg.amp:
+        trainer.g = Autocast(trainer.generator)
+    if cfg.compile:
+        trainer.posterior = CompiledPosterior(trainer.g, trainer.prior, cfg.ld_steps, cfg.ld_step_size, cfg.sigma)
+    return trainer
+
+
+def make_trainer(cfg, train_data, out, resume: bool = True, init_from=None) -> Trainer:
+    """The Trainer of a run, data-parallel under torchrun (``amdre.distributed``), with its speed options."""
+    kind = distributed.DataParallelTrainer if distributed.world()[1] > 1 else Trainer
+    return speed_up(kind(cfg, train_data, out, resume=resume, init_from=init_from))
+
+
 def train_run(params: dict, train_data) -> Trainer:
     """Train (or continue) the run of ``params`` in its out_dir, logging every epoch to ``train.log``.
 
@@ -302,21 +262,24 @@ def train_run(params: dict, train_data) -> Trainer:
     written (disk full, read-only folder) stops it with a WriteError. Both go to the log as a STOPPED line.
     """
     p = check_params(params)
-    out, cfg = Path(p["out_dir"]), config_from_params(p, checked=True)
+    out, cfg = Path(p["out_dir"]), config_from_params(p)
     log = EpochLog(out / LOG_FILE)
-    trainer = Trainer(cfg, train_data, out, resume=p["resume"], progress=p["progress"],
-                      init_from=None if (out / "last.pt").exists() else (p["init_from"] or None))
+    trainer = make_trainer(cfg, train_data, out, resume=p["resume"],
+                           init_from=None if (out / "last.pt").exists() else (p["init_from"] or None))
     world = distributed.world()[1]
     where = (f"resuming after epoch {trainer.epoch}" if trainer.last_checkpoint else
              f"starting from {p['init_from']}, after epoch {trainer.epoch}" if trainer.init_from else "starting")
     log.write(f"{where} of {cfg.epochs}: {p['dataset']} ({len(train_data)} images), generator {cfg.generator}, "
-              f"{cfg.n_stages} stages every {cfg.stage_every} epochs, batch {cfg.batch_size} over {world} "
-              f"process(es), device {trainer.device}, amp {cfg.amp}, compile {cfg.compile}")
+              f"{cfg.schedule()}, batch {cfg.batch_size} over {world} process(es), device {trainer.device}, "
+              f"amp {cfg.amp}, compile {cfg.compile}")
     try:
         trainer.fit(callback=log)
-    except (FloatingPointError, WriteError) as err:
+    except (FloatingPointError, WriteError, KeyboardInterrupt) as err:
+        what = str(err) if not isinstance(err, KeyboardInterrupt) else (
+            f"{str(err) or 'interrupted (Ctrl-C)'} during epoch {trainer.epoch + 1}; last.pt holds epoch "
+            f"{trainer.saved_epoch}, and the same command continues from there")
         try:
-            log.write(f"STOPPED: {err}")
+            log.write(f"STOPPED: {what}")
         except WriteError:
             pass                                              # the disk is full: the error itself says so
         raise
