@@ -77,7 +77,7 @@ lab: $(STAMP)
 
 # Rebuild the committed notebooks on purpose: sync each notebook with its py:percent source (jupytext), execute it
 # at its defaults into runs/notebooks/, and only when it passes (its claims hold) copy it over the committed one,
-# without volatile metadata (papermill's timings on every cell, markdown too; empty tags), and its figures into figures/; its py:percent source is
+# without volatile metadata (papermill's timings on every cell, markdown too; empty tags; collapsed cells stay collapsed), and its figures into figures/; its py:percent source is
 # synced again. A failing notebook leaves both untouched.
 # One or a few: make notebooks NAMES="03_latent_ebm 08_langevin_trajectory"
 STAGE := runs/notebooks
@@ -88,7 +88,7 @@ notebooks: $(STAMP)
 	  AMDRE_FIGURES=$(abspath $(STAGE))/$$name/figures $(PAPERMILL) notebooks/$$name.ipynb $(STAGE)/$$name/$$name.ipynb \
 	    || { echo "== $$name FAILED: notebooks/ and figures/ unchanged"; exit 1; }; \
 	  $(PY) -m jupyter nbconvert --log-level WARN --to notebook --ClearMetadataPreprocessor.enabled=True \
-	    --ClearMetadataPreprocessor.preserve_cell_metadata_mask=tags \
+	    --ClearMetadataPreprocessor.preserve_cell_metadata_mask='["tags","jupyter"]' \
 	    --ClearMetadataPreprocessor.preserve_nb_metadata_mask=kernelspec \
 	    --ClearMetadataPreprocessor.preserve_nb_metadata_mask=language_info \
 	    --output-dir notebooks $(STAGE)/$$name/$$name.ipynb; \

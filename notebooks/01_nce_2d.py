@@ -15,6 +15,11 @@
 # The minimiser is $f_{\phi^*}(x) = \log p(x) - \log q(x)$: the logistic classifier's logit *is* the log-ratio.
 # Averaging it over samples of $p$ gives $\mathrm{KL}(p\,\|\,q) = \mathbb E_p[\log p/q]$, which we check against a
 # closed form because our toy pairs are Gaussians.
+#
+# **Where this fits.** This notebook and [02](02_tre_2d.ipynb) work in 2-D with $p$ the density we want and
+# $q = \mathcal N(0, I)$ the one we can sample. From [03](03_latent_ebm.ipynb) on the same estimator is applied in a
+# generator's latent space, where the roles get new names: the numerator is the aggregate posterior $q_k$, the
+# denominator the current prior $p_{\phi_k}$ (03 opens with a notation table and the paper's Figure 1).
 
 # %% tags=["parameters"]
 # parameters
@@ -31,6 +36,7 @@ n_threads = 1                              # torch CPU threads
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -45,11 +51,18 @@ params.ints(1, n_seeds=n_seeds, n_samples=n_samples, steps=steps, hand_steps=han
 params.number_list("gaps", gaps, low=0)
 if close_gap not in gaps or far_gap not in gaps:
     raise ValueError(f"close_gap and far_gap must be among the swept gaps {gaps}; got {close_gap}, {far_gap}")
-torch.manual_seed(seed)
 torch.set_num_threads(n_threads)
 seeds = range(seed, seed + n_seeds)
 
+# %% [markdown]
+# **Settings.** The same for every fit in notebooks 01 and 02, so that their numbers compare:
 
+# %%
+pd.DataFrame({"value": [f"{n_samples:,} of p and of q", "Table 4: 2 -> 200 -> 200 -> 1, LeakyReLU(0.1)",
+                        f"Adam, learning rate 1e-3, batch 256, {steps} steps", f"{len(gaps)} gaps: {gaps}"],
+              "why": ["enough that the sample sets are not the limit (exercise 3)", "the paper's ratio network",
+                      "converged for the close pairs (the loss reaches its floor)", "KL from 0.8 to 43 nats"]},
+             index=["samples per fit", "ratio network", "training", "pairs"])
 
 # %% [markdown]
 # ## The toy pairs
@@ -73,7 +86,7 @@ for gap in gaps:
 p, q = toys.gaussian_pair(close_gap)
 xp, xq, x_test = toys.pair_samples(p, q, n_samples, seed)
 
-torch.manual_seed(seed)                            # fit_log_ratio seeds torch (initial weights) ...
+torch.manual_seed(seed)                            # fit_log_ratio draws its initial weights after seeding torch ...
 batches = torch.Generator().manual_seed(seed)      # ... and a generator for the minibatches the same way
 f = RatioMLP(2)
 opt = torch.optim.Adam(f.parameters(), lr=1e-3)
@@ -170,7 +183,8 @@ fig.axes[0].set_title(f"log p/q along the line through both means (gap {far_gap}
 plt.show()
 
 # %%
-fig = viz.plot_kl_sweep(gaps, [results[g]["true_kl"] for g in gaps], {"NCE": [results[g]["nce_kl"] for g in gaps]})
+fig = viz.plot_kl_sweep(gaps, [results[g]["true_kl"] for g in gaps], {"NCE": [results[g]["nce_kl"] for g in gaps]},
+                        truth=lambda g: toys.gaussian_pair(g)[0].kl(toys.gaussian_pair(g)[1]))
 ax = fig.axes[0]
 ax.set_title("NCE's KL estimate saturates as the gap grows")
 ax.set_xlabel("gap |mean of p - mean of q|")
@@ -230,7 +244,45 @@ if max(true_far_kls) - min(true_far_kls) > 10:
 #
 # Both claims reproduce. The same network recovers the close pairs; on the far pairs NCE's loss is already at its floor
 # (~0: the samples are perfectly separable), so the loss no longer asks for the missing half of the log-ratio.
-# Notebook 02 breaks the far problem into close ones.
+# [Notebook 02](02_tre_2d.ipynb) breaks the far problem into close ones.
+#
+# ## Questions
+# 1. **Why is the logit the log-ratio?** Minimise Eq. 4 pointwise: for a fixed $x$, which $f$ minimises
+#    $p(x)\,\mathrm{softplus}(-f) + q(x)\,\mathrm{softplus}(f)$?
+#
+# <details><summary>Answer</summary>
+#
+# The derivative in $f$ is $-p(x)\,\sigma(-f) + q(x)\,\sigma(f)$, with $\sigma$ the logistic function. It vanishes
+# where $\sigma(f)/\sigma(-f) = e^{f} = p(x)/q(x)$, so $f^* = \log p(x) - \log q(x)$; the second derivative
+# $(p + q)\,\sigma(f)\sigma(-f)$ is positive, so this is the minimum. Only points where $p + q > 0$ matter: the
+# loss says nothing about $f$ where neither density puts samples.
+# </details>
+#
+# 2. **Why does the far estimate stop near ten nats?** On the far pair the classifier already separates the samples.
+#    Write the gradient of $\mathrm{softplus}(-f)$ with respect to $f$ at a sample of $p$ where $f = 10$, and estimate
+#    how many Adam steps of size $10^{-3}$ it takes to raise $f$ by one more nat.
+#
+# <details><summary>Answer</summary>
+#
+# $\frac{d}{df}\mathrm{softplus}(-f) = -\sigma(-f) \approx -e^{-f}$: at $f = 10$ about $4.5\cdot10^{-5}$, and at
+# $f = 11$ three times smaller. Adam normalises the gradient, but the normalisation is over a minibatch whose $q$-side
+# terms ($\approx e^{f}$ at $q$'s samples, where $f$ is very negative) are as tiny, so the step stays near the
+# learning rate times the *direction*, which noise now dominates: the samples give no reason to push further. The
+# estimate grows roughly like the logarithm of the number of steps (exercise 1 measures it), never reaching the 27
+# nats of the truth in a feasible budget.
+# </details>
+#
+# 3. **Which samples does KL(p || q) need?** Our KL estimate averages $f$ over samples of $p$. Explain why NCE's error
+#    of hundreds of nats on $q$'s side (the far heat maps) does not enter it, and what would change for
+#    $\mathrm{KL}(q\,\|\,p)$.
+#
+# <details><summary>Answer</summary>
+#
+# $\mathrm{KL}(p\,\|\,q) = \mathbb E_p[\log p/q]$ only evaluates the log-ratio where $p$ has mass. There the
+# estimate is too flat (about half the truth), which is the error we measure. $\mathrm{KL}(q\,\|\,p) =
+# -\mathbb E_q[\log p/q]$ evaluates it on $q$'s samples, where the truth is hundreds of nats below zero and NCE stops
+# near $-10$: its error would be far larger still.
+# </details>
 #
 # ## Exercises
 # 1. Run with `-p steps 4000` (about 4x the time). Does NCE's estimate at gap 7 approach the true 27 nats? How fast does

@@ -17,6 +17,11 @@
 # so $\alpha_0 = 0$ gives $p$ and $\alpha_m = 1$ gives $q$. All $m$ ratios are trained jointly, one NCE loss per
 # neighbouring pair, summed: `amdre.fit_log_ratio(xp, xq, method="tre", n_ratios=m, power=...)`. We first write its
 # pieces by hand and check them against the package.
+#
+# **Where this fits.** [01](01_nce_2d.ipynb) showed one NCE classifier stalling at about ten nats. Here the waymarks are
+# *fixed* in advance (the paper's non-adaptive variant, Sec. 3.2 and 5.5); [03](03_latent_ebm.ipynb) builds them
+# *adaptively* instead, each stage's prior being the last prior times the ratio just learned, and its notation table
+# maps this notebook's $p_0 = p$, $p_m = q$ to the latent model's $q_k$ and $p_{\phi_k}$.
 
 # %% tags=["parameters"]
 # parameters
@@ -53,9 +58,20 @@ params.positive(power=power, far_gap=far_gap)
 params.number_list("table_gaps", table_gaps, low=0)
 if far_gap not in table_gaps:
     raise ValueError(f"far_gap must be one of table_gaps {table_gaps}; got {far_gap}")
-torch.manual_seed(seed)
 torch.set_num_threads(n_threads)
 seeds = range(seed, seed + n_seeds)
+
+# %% [markdown]
+# **Settings.** Notebook 01's, with one difference (explained where the long runs start):
+
+# %%
+pd.DataFrame({"value": [f"{n_samples:,} of p and of q", f"Table 4's shape, {hidden} wide (Table 4: 200)",
+                        f"Adam, learning rate 1e-3, batch 256, {steps} steps", f"m = {n_ratios}, power {power}",
+                        f"gaps {table_gaps} (KL 27 and 43 nats)"],
+              "why": ["as in 01", "TRE trains m networks at once: half the width halves the CPU time, same picture",
+                      "as in 01, for NCE and TRE alike", "evens out the stages' difficulty (the bar chart below)",
+                      "both far beyond one NCE's reach"]},
+             index=["samples per fit", "each ratio network", "training", "waymarks", "pairs"])
 
 
 
@@ -122,7 +138,7 @@ print({label: [round(k, 1) for k in kls] for label, kls in spacings.items()})
 # steps of `fit_log_ratio(method="tre")`.
 
 # %%
-torch.manual_seed(seed)                            # fit_log_ratio seeds torch (initial weights) ...
+torch.manual_seed(seed)                            # fit_log_ratio draws its initial weights after seeding torch ...
 batches = torch.Generator().manual_seed(seed)      # ... and a generator for the minibatches the same way
 model = TelescopingRatio(2, n_ratios, hidden)
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -179,11 +195,13 @@ print("mean loss over the last 100 steps: TRE stages", [round(v, 3) for v in tre
 
 # %% [markdown]
 # ## Each stage, and the telescoped sum
-# Top row: the two waymarks each stage separates; bottom row: the log-ratio it learned (each on its own scale). In
-# JupyterLab the slider below steps through the same stages one at a time, larger.
+# Top row: the two waymarks each stage separates; bottom row: the log-ratio it learned. Each column is zoomed to where
+# its two waymarks lie and coloured on the range of its log-ratio there (where its classifier was trained): stage 0's
+# waymarks are a tight cloud far from the origin, the last stage's a wide one around it. In JupyterLab the slider below
+# steps through the stages one at a time, on the whole square.
 
 # %%
-fig = viz.plot_tre_stages(tre, waymarks, extent=far_gap)
+fig = viz.plot_tre_stages(tre, waymarks)
 viz.show_saved(fig, "02_tre_stages.png")
 
 # %%
@@ -234,9 +252,10 @@ table["TRE error"] = (table.TRE - table.true_KL).abs()
 table.round(2)
 
 # %%
-fig = viz.plot_kl_sweep(table.index, table.true_KL, {"NCE": table.NCE, f"TRE (m={n_ratios})": table.TRE})
+fig = viz.plot_kl_sweep(table.index, table.true_KL, {"NCE": table.NCE, f"TRE (m={n_ratios})": table.TRE},
+                        truth=lambda g: toys.gaussian_pair(g)[0].kl(toys.gaussian_pair(g)[1]))
 ax = fig.axes[0]
-ax.set_title("TRE tracks the true KL where NCE saturates")
+ax.set_title("TRE recovers the KL at both far gaps; NCE stays near 10 nats")
 ax.set_xlabel("gap |mean of p - mean of q|")
 viz.show_saved(fig, "02_nce_vs_tre.png")
 
@@ -281,8 +300,45 @@ assert min(tre_final) > 0.1 and nce_final < 0.01, (tre_final, nce_final)
 # Two caveats the figures show. TRE is accurate where the waymarks were, and in particular on $p$'s samples, which is all
 # $\mathrm{KL}(p\,\|\,q)$ needs; on $q$'s side it is off by hundreds of nats, like NCE, because no loss looks there.
 # And the waymarks matter: their spacing decides which stage does the work, and with it which classifier saturates.
-# TRE with fixed waymarks is the *non-adaptive* method of the paper's Sec. 5.5; notebook 03 learns the stages
-# adaptively instead.
+# TRE with fixed waymarks is the *non-adaptive* method of the paper's Sec. 5.5; [notebook 03](03_latent_ebm.ipynb)
+# learns the stages adaptively instead.
+#
+# ## Questions
+# 1. **What does each stage estimate, and why does the sum work?** Show that if every $r_{\phi_k}$ reaches its NCE
+#    optimum, $\sum_k \log r_{\phi_k}(x) = \log p(x)/q(x)$ for every $x$ where all waymarks have mass. Where does
+#    the argument fail for our trained models?
+#
+# <details><summary>Answer</summary>
+#
+# NCE between $p_k$ and $p_{k+1}$ has its optimum at $\log r_k = \log p_k - \log p_{k+1}$ (01, question 1), only
+# where $p_k + p_{k+1} > 0$. Summing, the intermediate densities cancel: $\sum_k (\log p_k - \log p_{k+1}) = \log p_0
+# - \log p_m = \log p/q$. It fails where some stage's two waymarks have (numerically) no samples: that stage's
+# classifier is unconstrained there and extrapolates. That is why TRE is accurate on $p$'s samples and wrong by
+# hundreds of nats on $q$'s side.
+# </details>
+#
+# 2. **Why does linear spacing overload the last stage?** Waymark $k$ has mean $\sqrt{1-\alpha_k^2}\,\mu$. How far does
+#    the mean move in the last step, from $\alpha = 3/4$ to $1$, compared with the first, from $0$ to $1/4$
+#    ($m = 4$)?
+#
+# <details><summary>Answer</summary>
+#
+# $\sqrt{1 - \alpha^2}$ goes from 1 to 0.968 in the first step (3 % of $|\mu|$) and from 0.661 to 0 in the last
+# (66 %). KL between neighbouring Gaussians grows with the squared distance of their means over the variance, so
+# the last stage gets most of the KL and saturates like NCE, while the first has almost nothing to tell apart. A power
+# below 1 puts the $\alpha$s closer to 1, moving the early waymarks further and evening the stages out.
+# </details>
+#
+# 3. **Fixed waymarks on a latent space.** The paper reports that TRE on a generator's latent space improved little over
+#    one NCE. Using 01's finding, what must be true of the distance between the aggregate posterior and
+#    $\mathcal N(0, I)$ for *one* NCE to be enough, and how could you check it? (Notebook 03 measures it.)
+#
+# <details><summary>Answer</summary>
+#
+# One NCE is enough when $\mathrm{KL}(q\,\|\,\mathcal N(0, I))$ is within its reach, a few nats (01: 0.8 and 2.6
+# nats recovered, 27 not). Estimate that KL from posterior samples with TRE, as here, and compare with NCE's estimate:
+# if they agree and are small, there is no chasm to cross, and several stages cannot be expected to help much.
+# </details>
 #
 # ## Exercises
 # 1. Run with `-p n_ratios 1`: TRE becomes NCE (one ratio between $p$ and $q$). What happens to the far pair's KL

@@ -9,6 +9,10 @@
 # presets `configs/svhn.yaml`, `configs/cifar10.yaml`, `configs/celeba.yaml` and `configs/celeba_hq.yaml` (128×128,
 # the larger generator of Fig. 3), and `configs/ci.yaml` is a ten-second check.
 #
+# **Where this fits.** [03](03_latent_ebm.ipynb) writes the method from scratch and [04](04_stage_explorer.ipynb) looks
+# inside its stages; this notebook runs it through the package's run pipeline (`amdre.pipeline`), the same code that
+# `python -m amdre` and `make paper` run on a GPU.
+#
 # **How to run a preset** (from the repo root; the same parameter names everywhere: this cell, the YAML presets and
 # the command line share `amdre.pipeline.PARAMS`, the fields of `amdre.config.Config` plus `out_dir`, `resume`
 # and `init_from`):
@@ -99,7 +103,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Image, display
 
-from amdre import params, pipeline, viz
+from amdre import experiments, params, pipeline, viz
 
 run = pipeline.check_params(params.notebook(globals()))
 if run["threads"]:
@@ -107,7 +111,12 @@ if run["threads"]:
 cfg = pipeline.config_from_params(run)
 run_dir = pipeline.prepare_run(run)
 print(f"run folder: {pipeline.shown(run_dir)}")
-print(cfg)
+experiments.settings_table(cfg, why={"dataset": "the tiny default: a CPU minute (the presets hold the paper's)",
+                                     "n_train": "the tiny default", "generator": "the dataset's network",
+                                     "nz": "the tiny default", "ngf": "the tiny default", "epochs": "the tiny default",
+                                     "n_stages": "the tiny default", "ld_steps": "the tiny default (20 of 30: faster)",
+                                     "lr_g": "6 epochs, not 100", "lr_ebm": "6 epochs, not 100",
+                                     "prior_ld_steps": "LEBM's 60, as the presets"})
 
 # %% [markdown]
 # ## Data

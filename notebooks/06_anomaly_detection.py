@@ -2,12 +2,15 @@
 # # 06 · Anomaly detection with a latent EBM prior (Table 2)
 #
 # **Teaching claim.** A generator with a latent prior, trained only on "normal" images, gives every image a
-# score: how unlikely the model finds it. Most held-out classes score higher than the held-out normals: ranking by
-# the score finds three of Table 2's five held-out digits, and both Fashion-MNIST classes we hold out, well above
-# chance. The score has two terms, reconstruction and prior. At teaching scale the reconstruction term decides the
+# score: how unlikely the model finds it. Held-out classes score higher than the held-out normals on average: over
+# Table 2's five held-out digits the score's AUPRC is well above chance, and so for the Fashion-MNIST classes we hold
+# out. The score has two terms, reconstruction and prior. At teaching scale the reconstruction term decides the
 # ranking, and the prior term on its own ranks the anomalies *below* chance, for every prior. So the paper's gain of
-# the multi-stage prior over a Gaussian prior (Table 2) does **not** appear: we measure a tie (within 0.011 AUPRC,
-# mean over the digits) at training seeds 0, 1 and 2.
+# the multi-stage prior over a Gaussian prior (Table 2) does **not** appear: we measure a tie, mean over the digits,
+# at training seeds 0, 1 and 2.
+#
+# **Where this fits.** The model is [03](03_latent_ebm.ipynb)'s method on other data, smaller (see the settings
+# table); [07](07_ablations.ipynb) compares stage counts and the non-adaptive prior on samples instead of scores.
 #
 # **The score (Sec. 5.2).** Draw $z$ from the posterior $p_\theta(z\mid x)$ by short-run Langevin (Eq. 3, from noise)
 # and evaluate the negative log joint density
@@ -73,7 +76,9 @@ import torch
 from IPython.display import display
 
 from amdre import anomaly, data, experiments, params, viz
-from amdre.train import TrainConfig, train
+from amdre.config import Config
+from amdre.prior import EBMPrior
+from amdre.train import train
 
 params.notebook(globals())
 params.ints(0, seed=seed, n_train=n_train, fashion_pool=fashion_pool, fashion_n_train=fashion_n_train)
@@ -90,14 +95,18 @@ params.one_of("prior_sampling", prior_sampling, ("langevin", "memory"))
 if epochs < n_stages * stage_every:
     raise ValueError(f"epochs ({epochs}) must be >= n_stages * stage_every ({n_stages} x {stage_every}) so that every "
                      f"stage is trained")
-torch.manual_seed(seed)
-np.random.seed(seed)
 torch.set_num_threads(n_threads)
 root = data_root or None
-cfg = TrainConfig(generator=generator, nz=nz, ngf=ngf, epochs=epochs, n_stages=n_stages, stage_every=stage_every,
-                  batch_size=batch_size, ld_steps=ld_steps, ld_step_size=ld_step_size, sigma=sigma, lr_g=lr_g,
-                  lr_ebm=lr_ebm, prior_sampling=prior_sampling, prior_ld_steps=prior_ld_steps,
-                  prior_ld_step_size=prior_ld_step_size, tre_steps=tre_steps, seed=seed)
+cfg = Config(dataset=dataset, n_train=n_train or None, generator=generator, nz=nz, ngf=ngf, epochs=epochs,
+             n_stages=n_stages, stage_every=stage_every, batch_size=batch_size, ld_steps=ld_steps,
+             ld_step_size=ld_step_size, sigma=sigma, lr_g=lr_g, lr_ebm=lr_ebm, prior_sampling=prior_sampling,
+             prior_ld_steps=prior_ld_steps, prior_ld_step_size=prior_ld_step_size, tre_steps=tre_steps, seed=seed,
+             progress=False)
+display(experiments.settings_table(cfg, why={
+    "dataset": "loads offline; held-out-class protocol on 10 classes", "n_train": "a CPU budget: 14 models to train",
+    "nz": "a small model, 14 times", "ngf": "a small model", "epochs": "14 models in 3 CPU minutes",
+    "stage_every": "epochs / n_stages", "ld_steps": "20 of 30: the CPU budget (scoring runs it too)",
+    "lr_g": "8 epochs", "lr_ebm": "2 epochs a stage"}))
 FASHION_NAMES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 t_start = time.process_time()
 
@@ -127,7 +136,7 @@ print(f"runs: {out}")
 #   the current prior $p_{\phi_k}$: we draw them by short-run prior Langevin (`prior_sampling="langevin"`); the
 #   paper's main runs keep a persistent memory bank instead, whose assumption notebook 07 tests.
 # * **gaussian** (0 stages): the *same* training for the same number of epochs with the prior kept at
-#   $\mathcal N(0, I)$ (`TrainConfig(adaptive=False)`), scored with $\mathcal N(0, I)$.
+#   $\mathcal N(0, I)$ (`Config(adaptive=False)`), scored with $\mathcal N(0, I)$ (an `EBMPrior` with no stage).
 # * **non-adaptive**: that Gaussian run's generator with a TRE prior of $m$ ratios fitted after training (Sec. 5.5,
 #   notebook 07); it costs no extra generator training.
 #
@@ -146,12 +155,12 @@ if n_train:                                    # a seeded subset of the training
 train_set = data.ImageData(pool.images[train_idx], pool.labels[train_idx], f"{dataset}-without-{c}")
 x_test = pool.images[test_idx]
 t0 = time.process_time()
-multi = train(replace(cfg, adaptive=True), train_set, out / f"heldout{c}-adaptive", resume=resume, progress=False)
-gauss = train(replace(cfg, adaptive=False), train_set, out / f"heldout{c}-gaussian", resume=resume, progress=False)
+multi = train(replace(cfg, adaptive=True), train_set, out / f"heldout{c}-adaptive", resume=resume)
+gauss = train(replace(cfg, adaptive=False), train_set, out / f"heldout{c}-gaussian", resume=resume)
 print(f"held-out digit {c}: {len(train_set)} training normals, {len(x_test)} test images "
       f"({is_anomaly.sum()} anomalies); training {time.process_time() - t0:.0f} CPU s")
 
-models = {"multi-stage": (multi.generator, multi.prior), "gaussian": (gauss.generator, None),
+models = {"multi-stage": (multi.generator, multi.prior), "gaussian": (gauss.generator, EBMPrior(nz)),
           "non-adaptive": (gauss.generator, gauss.prior)}
 mine, terms_of = {}, {}
 for name, (g, prior) in models.items():
@@ -279,10 +288,11 @@ else:
 
 # %% [markdown]
 # ## The claims, asserted
-# 1. The multi-stage model finds held-out digits 4, 5 and 7 (those in the run) at more than 1.3x chance and the
-#    Fashion-MNIST held-out classes at more than 1.5x chance (at seeds 0-2 the lowest were 1.41x and 1.77x). Digit 1 is the known hard case: its thin strokes are
-#    the easiest images to reconstruct, so a reconstruction-dominated score ranks them as *normal* (the paper's VAE
-#    and ABP rows are far below chance there too); digit 9 is at chance. The mean over the five digits is printed.
+# 1. The score finds the held-out classes: the multi-stage model's AUPRC, averaged over *every* held-out digit in the
+#    run, is more than 1.15 times the average chance level (at training seeds 0-2: 1.22-1.26 times), and every
+#    Fashion-MNIST class in the run is found at more than 1.5 times chance. Single digits differ (digit 1 sits below
+#    chance: its thin strokes are the easiest images to reconstruct, so a reconstruction-dominated score ranks them
+#    as *normal*; the paper's VAE and ABP rows are far below chance there too).
 # 2. The full score is decided by the reconstruction term: for every model and class its AUPRC is within 0.03 of the
 #    reconstruction term's alone.
 # 3. On its own, the prior term ranks the held-out digits *below* chance, for every prior (mean over the digits):
@@ -297,9 +307,8 @@ def mean_of(res, model, key="auprc"):
 
 chance = {c: r["chance"] for c, r in mnist_results.items()}
 ms = {c: float(np.mean(r["models"]["multi-stage"]["auprc"])) for c, r in mnist_results.items()}
-for c in ms:
-    if c in (4, 5, 7):
-        assert ms[c] > 1.3 * chance[c], f"held-out digit {c}: AUPRC {ms[c]:.3f} not above 1.3x chance {chance[c]:.3f}"
+found = np.mean(list(ms.values())) / np.mean(list(chance.values()))
+assert found > 1.15, f"mean AUPRC over the held-out digits is only {found:.2f} times chance"
 for c, r in fashion_results.items():
     a = np.mean(r["models"]["multi-stage"]["auprc"])
     assert a > 1.5 * r["chance"], f"Fashion-MNIST class {c}: AUPRC {a:.3f} not above 1.5x chance {r['chance']:.3f}"
@@ -315,7 +324,8 @@ for m, v in prior_only.items():
     assert v < mean_chance, f"prior-term AUPRC of {m}: {v:.3f}, not below chance {mean_chance:.3f}"
 tie = mean_of(mnist_results, "multi-stage") - mean_of(mnist_results, "gaussian")
 print(f"claim 1 holds: multi-stage AUPRC {', '.join(f'{c}: {v:.3f}' for c, v in ms.items())} "
-      f"(chance {np.mean(list(chance.values())):.3f}); mean {np.mean(list(ms.values())):.3f}; Fashion-MNIST "
+      f"(chance {np.mean(list(chance.values())):.3f}); mean {np.mean(list(ms.values())):.3f} = {found:.2f}x chance; "
+      "Fashion-MNIST "
       + ", ".join(f"{FASHION_NAMES[c]}: {np.mean(r['models']['multi-stage']['auprc']):.3f} "
                   f"(chance {r['chance']:.3f})" for c, r in fashion_results.items()))
 print(f"claim 2 holds: the full score ranks as the reconstruction term does (largest gap {max(gaps):.3f} < 0.03)")
@@ -328,50 +338,71 @@ print(f"notebook CPU time: {time.process_time() - t_start:.0f} s")
 
 # %% [markdown]
 # ## What we saw
-# Our numbers at the defaults (`mnist5k`, 800 training digits per held-out digit, 8 epochs, 4 stages) beside the
-# paper's Table 2; ours is the multi-stage model's AUPRC, mean over the two posterior-Langevin seeds, for training
-# seeds 0 / 1 / 2 (this notebook's `seed`):
+# Beside the paper's Table 2 (full MNIST, much larger models); ours is the multi-stage model at the defaults
+# (`mnist5k`, 800 training digits per held-out digit, 8 epochs, 4 stages), mean over the posterior-Langevin seeds; the
+# values at training seeds 0, 1 and 2 are in the README's table of claims.
 #
-# | held-out class | chance | ours, multi-stage: seed 0 / 1 / 2 | paper: LEBM | paper: adaptive CE |
-# |---|---|---|---|---|
-# | digit 1 | 0.357 | 0.256 / 0.272 / 0.241 | 0.336 | 0.531 |
-# | digit 4 | 0.357 | 0.560 / 0.526 / 0.503 | 0.630 | 0.729 |
-# | digit 5 | 0.357 | 0.557 / 0.534 / 0.586 | 0.619 | 0.742 |
-# | digit 7 | 0.357 | 0.573 / 0.567 / 0.574 | 0.463 | 0.620 |
-# | digit 9 | 0.357 | 0.329 / 0.330 / 0.331 | 0.413 | 0.499 |
-# | mean over digits: multi-stage / Gaussian | | 0.455 / 0.456, 0.446 / 0.447, 0.447 / 0.436 | 0.492 | 0.624 |
-# | prior term alone, mean: multi-stage / Gaussian | 0.357 | 0.301 / 0.331, 0.298 / 0.327, 0.299 / 0.309 | | |
-# | Fashion-MNIST trouser / bag | 0.359 / 0.354 | 0.705 / 0.837, 0.634 / 0.837, 0.640 / 0.805 | | |
-#
-# (145-160 CPU seconds per seed, most of it training 14 small models.)
-#
-# * **What reproduces:** the protocol and the score find held-out digits 4, 5 and 7 at 1.4-1.6x chance (digit 7
-#   above the paper's LEBM row), and the two Fashion-MNIST classes (trouser, bag) at 1.8-2.4x chance, with models
-#   trained in seconds.
-# * **What does not:** the multi-stage prior's advantage over the Gaussian prior on the full score. Mean over the
-#   five digits, multi-stage minus Gaussian: -0.001 / -0.002 / +0.011 for training seeds 0 / 1 / 2: a tie, inside the
-#   spread between training seeds (single digits move by up to 0.11 between seeds: digit 7's Gaussian model at seed
-#   2). Digit 1 stays below chance (the paper's 0.531 is its own model's; its LEBM row is 0.336). On its own the
-#   learned prior's term is, if anything, *more* misleading than the Gaussian's (0.30 against 0.31-0.33, chance
-#   0.357).
+# * **What reproduces:** the protocol, and the score finding held-out classes well above chance on average, with
+#   models trained in seconds; single digits vary (digit 7 can beat the paper's LEBM row, digit 1 stays below chance).
+# * **What does not:** the multi-stage prior's advantage over the Gaussian prior on the full score: the mean over the
+#   five digits is a tie, inside the spread between training seeds. On its own the learned prior's term is no better
+#   than the Gaussian's, both below chance.
 # * **Why, we think:** with $\sigma = 0.3$ a pixel error of 0.1 costs 0.06 nats, 784 of them 44 nats, and the
-#   reconstruction term spreads over hundreds of nats between images while the prior term spreads over about ten
-#   (the histograms above): the reconstruction term decides the ranking, whatever the prior. Weighting the squared
-#   error less (a larger $\sigma$) gives the prior a larger share, but did not help in our earlier runs (seed 0, the
-#   memory bank, 2,400 digits): re-weighting the error by 1 / 0.18 / 0.05 of $1/2\sigma^2$ left the tie in place
-#   (multi-stage 0.508 / 0.503 / 0.484 vs Gaussian 0.505 / 0.497 / 0.463), and training and scoring with
-#   $\sigma = 1$ put the Gaussian ahead (0.380 vs 0.408).
+#   reconstruction term spreads over hundreds of nats between images while the prior term spreads over about ten (the
+#   histograms above): the reconstruction term decides the ranking, whatever the prior.
 # * **Chance on full MNIST.** Under this protocol on all 70,000 MNIST digits (Zenati et al.'s split), chance for
 #   digit 1 is 7,877 / (7,877 + 12,425) = 0.39, so the paper's VAE, ABP, MEG, BiGAN and LEBM rows for digit 1
 #   (0.06-0.34) are below chance there too; only the paper's own model (0.53) is above it.
 # * **Two kinds of ±.** Ours is the spread of the posterior sampler on one trained model (a few thousandths); the
-#   paper's is over its last 10 trials. Between training seeds single AUPRCs move by several hundredths (table above),
-#   so compare methods on means over digits and training seeds.
+#   paper's is over its last 10 trials. Between training seeds single AUPRCs move by several hundredths, so compare
+#   methods on means over digits and training seeds.
+#
+# ## Questions
+# 1. **Why is chance the anomaly fraction?** Show that a score unrelated to the labels has, in expectation, precision
+#    equal to the fraction of anomalies at every recall, so its AUPRC is that fraction.
+#
+# <details><summary>Answer</summary>
+#
+# Ranking by an uninformative score orders the test images at random. Among the top $t$ images, the expected number
+# of anomalies is $t$ times their fraction $\pi$, so the expected precision is $\pi$ at every cut-off, whatever the
+# recall; the area under a flat curve at height $\pi$ over recall $[0, 1]$ is $\pi$.
+# </details>
+#
+# 2. **Why can the prior term rank anomalies below chance?** The posterior chain starts from noise and runs 20 short
+#    steps. For an image the generator cannot explain, how far does the reconstruction term's gradient move $z$
+#    compared with a normal image's, and where does that leave $z$ under a prior centred at the origin?
+#
+# <details><summary>Answer</summary>
+#
+# For a normal image the likelihood's gradient pulls $z$ decisively towards the code that reconstructs it, often far
+# from the origin; for an anomaly no code fits, the pulls of competing codes partly cancel, and the prior's pull
+# $-z$ dominates: the chain stays nearer the origin, where every prior we fit (Gaussian or learned from the normals'
+# codes) is densest. So $-\log p(z)$ is *smaller* for anomalies, the wrong way round.
+# </details>
+#
+# 3. **What would give the prior a say?** The two terms scale as $1/\sigma^2$ and as 1. By how much does
+#    $\sigma = 1$ multiply the prior term's share, and what else changes when you train with it?
+#
+# <details><summary>Answer</summary>
+#
+# $(1/0.3)^2 \approx 11$ times. But $\sigma$ is part of the model: training with $\sigma = 1$ lets the generator fit
+# the images loosely (blurrier reconstructions, a wider posterior), which changes both terms; exercise 2 measures it.
+# </details>
 #
 # ## Exercises
 # 1. `papermill -p seed 1` (and 2): does any digit's AUPRC move by more than the ± of the table? Which one moves most?
 # 2. `-p sigma 1.0`: the prior term's share of the score grows by $(1/0.3)^2 \approx 11$. Does the multi-stage prior
 #    now beat the Gaussian on the full score, and what happens to the reconstruction-only AUPRC? (Each run trains
 #    again: the run folder depends on every parameter.)
-# 3. `-p n_train 0 -p epochs 16 -p stage_every 4` (all 3,600 training digits, 4 epochs per stage): how close do
-#    digits 4, 5 and 7 come to the paper's LEBM row? Does the tie between multi-stage and Gaussian survive?
+#
+# <details><summary>Our result</summary>
+#
+# In our earlier runs (seed 0, the memory bank, 2,400 digits, before this notebook's redesign), training and scoring
+# with $\sigma = 1$ put the Gaussian ahead (mean AUPRC 0.380 against 0.408), and re-weighting the error by 1, 0.18 or
+# 0.05 of $1/2\sigma^2$ at scoring time left the tie in place (multi-stage 0.508 / 0.503 / 0.484 against Gaussian
+# 0.505 / 0.497 / 0.463). A larger share for the prior does not help while the prior itself cannot tell the classes
+# apart (claim 3).
+# </details>
+#
+# 3. `-p n_train 0 -p epochs 16 -p stage_every 4` (all 3,600 training digits, 4 epochs per stage): how close do the
+#    digits come to the paper's LEBM row? Does the tie between multi-stage and Gaussian survive?

@@ -100,3 +100,11 @@ def test_run_dir_tags_the_config():
     assert run_dir("07_ablations-digits", replace(cfg, lr_ebm=1e-3), n_train=100) != d
     assert run_dir("07_ablations-digits", replace(cfg, prior_sampling="memory"), n_train=100) != d
     assert run_dir("07_ablations-digits", cfg, n_train=200) != d
+
+
+def test_settings_table_says_why_only_where_a_value_differs_from_the_paper():
+    cfg = Config(dataset="digits", nz=100, ngf=8, epochs=100, n_stages=4, stage_every=25, batch_size=100, lr_g=1e-4)
+    table = experiments.settings_table(cfg, why={"ngf": "a tiny test model"})
+    assert table.loc["nz", "why"] == "" and table.loc["epochs", "why"] == "" and table.loc["lr_g", "why"] == ""
+    assert table.loc["ngf", "why"] == "a tiny test model" and table.loc["lr_ebm", "why"] != ""
+    assert table.loc["prior_sampling", "the paper (App. A.3)"].startswith("memory")

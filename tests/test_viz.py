@@ -172,14 +172,28 @@ def test_plot_losses_chance_line():
     assert len(fig.axes[0].lines) == 1
 
 
-def test_plot_tre_stages_one_column_per_stage():
+def test_plot_tre_stages_zooms_each_stage_to_its_waymarks_and_scales_it_on_their_samples():
     from amdre.tre import TelescopingRatio, make_waymarks
     torch.manual_seed(0)
     model = TelescopingRatio(2, 3, hidden=8)
-    waymarks = make_waymarks(torch.randn(50, 2) + 2, torch.randn(50, 2), 3)
-    fig = viz.plot_tre_stages(model, waymarks, extent=4, n=10)
+    xp = 0.1 * torch.randn(50, 2) + 6                               # a sharp p far from q = N(0, I)
+    waymarks = make_waymarks(xp, torch.randn(50, 2), 3)
+    fig = viz.plot_tre_stages(model, waymarks, n=10)
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert len(panels) == 6 and len(fig.axes) == 9               # 2 x 3 panels and 3 colour bars
+    first, last = panels[0], panels[2]
+    assert first.get_xlim()[1] - first.get_xlim()[0] < 0.5 * (last.get_xlim()[1] - last.get_xlim()[0])
+    assert first.get_xlim()[0] > 3                                  # stage 0 is drawn where p_0 and p_1 are
+    with torch.no_grad():
+        on_samples = model.ratios[0](torch.cat([waymarks[0], waymarks[1]])).abs().quantile(0.99).item()
+    mesh = panels[3].collections[0]
+    assert mesh.get_clim() == pytest.approx((-on_samples, on_samples), rel=1e-5)
+
+
+def test_kl_sweep_draws_estimates_only_where_they_were_fitted():
+    fig = viz.plot_kl_sweep([1.0, 7.0], [0.5, 27.0], {"NCE": [0.5, 11.0]}, truth=lambda g: g * g / 2)
+    truth, nce = fig.axes[0].lines
+    assert len(truth.get_xdata()) == 100 and nce.get_linestyle() == "None" and list(nce.get_xdata()) == [1.0, 7.0]
 
 
 def test_plot_log_ratio_slice_measures_from_origin():

@@ -19,8 +19,8 @@ def plot_auprc_table(ours: dict, chance: dict, paper: dict = None, ax=None, titl
     ``ours`` maps a method name to {class: [AUPRC per repeat]}: a solid bar at the mean with a black, capped
     error bar of one std over the repeats (``ours_spread`` says what they are). ``chance`` maps each class to the
     chance AUPRC (a dashed black line per group). ``paper`` optionally maps a method to {class: (mean, std or
-    None)}: hatched bars for the classes it covers, with a grey dotted error bar (``paper_spread``), so the two
-    kinds of ± are never confused. The legend sits outside the axes, on the right.
+    None)}: hatched bars for the classes it covers, with a dotted, capped error bar (``paper_spread``), so the two
+    kinds of ± are never confused. The legend sits below the axes, across the figure's width.
     """
     if not ours:
         raise ValueError("ours must hold at least one method")
@@ -30,7 +30,7 @@ def plot_auprc_table(ours: dict, chance: dict, paper: dict = None, ax=None, titl
     series += [(f"paper: {name}", {c: (m, s or 0.0) for c, (m, s) in res.items()}, True)
                for name, res in (paper or {}).items()]
     if ax is None:
-        _, ax = plt.subplots(figsize=(max(4.0, 0.8 + 0.3 * len(series) * len(classes)) + 3.0, 3.6),
+        _, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.32 * len(series) * len(classes)), 4.6),
                              constrained_layout=True)
     width = 0.8 / len(series)
     x = np.arange(len(classes))
@@ -43,9 +43,9 @@ def plot_auprc_table(ours: dict, chance: dict, paper: dict = None, ax=None, titl
                alpha=0.5 if hatched else 0.95, edgecolor="k" if hatched else None, linewidth=0.4)
         err = [s for _, s in vals]
         if any(err):
-            bars = ax.errorbar(pos, [m for m, _ in vals], yerr=err, fmt="none",
-                               ecolor="0.25" if hatched else "k", elinewidth=1.6 if hatched else 1.0,
-                               capsize=0 if hatched else 2.5)
+            bars = ax.errorbar(pos, [m for m, _ in vals], yerr=err, fmt="none", ecolor="k",
+                               elinewidth=2.0 if hatched else 1.2, capsize=4 if hatched else 2.5,
+                               capthick=1.5 if hatched else 1.0)
             if hatched:
                 bars[2][0].set_linestyle(":")
     for i, c in enumerate(classes):
@@ -59,9 +59,9 @@ def plot_auprc_table(ours: dict, chance: dict, paper: dict = None, ax=None, titl
     handles.append(Line2D([], [], color="k", marker="_", markersize=6, linewidth=1.0))
     labels.append(f"ours: {ours_spread}")
     if paper:
-        handles.append(Line2D([], [], color="0.25", linestyle=":", linewidth=1.6))
+        handles.append(Line2D([], [], color="k", linestyle=":", linewidth=2.0))
         labels.append(paper_spread)
-    ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     return ax.figure
@@ -182,3 +182,47 @@ def plot_ablation(stages, results: dict, paper: dict = None, ylabel: str = "FD-c
         axes[1].set_xticks(sorted({k for r in paper.values() for k in r}))
         axes[1].legend(fontsize=7)
     return ax.figure
+
+
+def plot_table3(results: dict, paper: dict = None, ylabel: str = "FD-classifier", title: str = "ours",
+                reference: dict = None, spread: str = "training seeds"):
+    """Table 3 as grouped bars: one group per number of stages m, one bar per method at the mean over seeds, with
+    ± one std (ddof 1) and a dot per seed; every m is a separately trained model. ``results`` maps a method to
+    {m: [value per seed]}; ``reference`` maps a label to [values] (a dotted line at their mean); ``paper`` maps the
+    same methods to {m: FID}, drawn as bars in a right panel (only the m it reports)."""
+    n_panels = 2 if paper else 1
+    fig, axes = plt.subplots(1, n_panels, figsize=(5.2 * n_panels + 0.6, 4.3), constrained_layout=True,
+                             gridspec_kw={"width_ratios": [1.3, 1] if paper else [1]})
+    axes = np.atleast_1d(axes)
+    panels = [(axes[0], {name: {m: np.asarray(v, float).ravel() for m, v in res.items()}
+                         for name, res in results.items()}, f"{ylabel} (lower is better)", title)]
+    if paper:
+        panels.append((axes[1], {name: {m: np.asarray([v], float) for m, v in res.items()}
+                                 for name, res in paper.items()}, "FID (lower is better)",
+                       "paper, Table 3 (CelebA, one run each)"))
+    n_seeds = max(len(v) for res in panels[0][1].values() for v in res.values())
+    for ax, series, label, panel_title in panels:
+        ms = sorted({m for res in series.values() for m in res})
+        width = 0.8 / len(series)
+        for j, (name, res) in enumerate(series.items()):
+            xs = [i - 0.4 + (j + 0.5) * width for i, m in enumerate(ms) if m in res]
+            vals = [res[m] for m in ms if m in res]
+            means = [v.mean() for v in vals]
+            ax.bar(xs, means, width * 0.92, color=f"C{j}", alpha=0.85, label=name)
+            stds = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in vals]
+            if any(stds):
+                ax.errorbar(xs, means, yerr=stds, fmt="none", ecolor="k", elinewidth=1.2, capsize=3)
+                dots = [(x, y) for x, v in zip(xs, vals) for y in v]
+                ax.scatter(*zip(*dots), s=10, color="k", alpha=0.6, zorder=3)
+        ax.set_xticks(range(len(ms)), [f"m = {m}" for m in ms])
+        ax.set_xlabel("number of stages (each a separately trained model)")
+        ax.set_ylabel(label)
+        ax.set_title(panel_title, fontsize=10)
+    for i, (name, values) in enumerate((reference or {}).items()):
+        axes[0].axhline(np.mean(values), ls=":", color=f"C{len(results) + i}", label=name)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if n_seeds > 1:
+        handles.append(Line2D([], [], color="k", marker="o", markersize=3, linewidth=1.2))
+        labels.append(f"± std over {n_seeds} {spread}; dots: each seed")
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    return fig

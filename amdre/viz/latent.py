@@ -129,6 +129,36 @@ def _colorbar(fig, im, ax, label: str, **kw):
     return bar
 
 
+def plot_stages(priors, posteriors, extent: float = 3.0, n: int = 80):
+    """Every stage of a run in a 2-D latent space, one row each, three large panels (the static figure; the slider
+    view ``plot_stage`` adds the decoded samples): the prior p_k under the posterior samples of q_k, the learned
+    log r_k, and the new prior p_{k+1} = r_k p_k under the same samples. ``priors[k]`` is the EBMPrior saved at the end
+    of stage k (k + 1 stages), ``posteriors[k]`` its samples of q_k [N, 2]."""
+    m = len(priors)
+    fig, axes = plt.subplots(m, 3, figsize=(13, 3.9 * m), constrained_layout=True, squeeze=False)
+    for k, (prior, z) in enumerate(zip(priors, posteriors)):
+        g, pts = stage_grid(prior, k, extent, n), torch.as_tensor(z)[:600].numpy()
+        vmax = float(max(g["p_k"].max(), g["p_next"].max()))
+        for j, (key, title) in enumerate((("p_k", f"prior $p_{{{k}}}$" + (" = N(0, I)" if k == 0 else "")),
+                                          ("p_next", f"new prior $p_{{{k + 1}}} = r_{{{k}}}\\,p_{{{k}}}$"))):
+            ax = axes[k, 2 * j]
+            im = ax.pcolormesh(g["xx"], g["yy"], g[key], cmap="Blues", vmin=0, vmax=vmax, shading="auto")
+            ax.scatter(pts[:, 0], pts[:, 1], s=3, c="C1", alpha=0.5, label=f"samples of $q_{{{k}}}$")
+            _colorbar(fig, im, ax, "density")
+            ax.set_title(title, fontsize=13)
+        with torch.no_grad():
+            lim = max(float(prior.stages[k](torch.as_tensor(z)).abs().quantile(0.99)), 1e-3)
+        im = axes[k, 1].pcolormesh(g["xx"], g["yy"], np.clip(g["log_r"], -lim, lim), cmap="RdBu_r", vmin=-lim,
+                                   vmax=lim, shading="auto")
+        _colorbar(fig, im, axes[k, 1], "nats", extend="both")
+        axes[k, 1].set_title(f"stage {k}: log $r_{{{k}}}$ ≈ log $q_{{{k}}}/p_{{{k}}}$", fontsize=13)
+        for ax in axes[k]:
+            _latent_axes(ax, extent)
+            ax.tick_params(labelsize=10)
+        axes[k, 0].legend(loc="lower left", fontsize=10, markerscale=4)
+    return fig
+
+
 def plot_stage(prior, k: int, z_post, generator=None, extent: float = 3.0, n: int = 100, n_samples: int = 16,
                n_proposals: int = 20000, seed: int = 0, axes=None):
     """One stage k of adaptive multi-stage NCE in a 2-D latent space, side by side (Sec. 3.3, Fig. 1).

@@ -111,29 +111,38 @@ def plot_log_ratio_slice(true_fn, estimates: dict, start, end, samples: dict = N
     return ax.figure
 
 
-def plot_kl_sweep(gaps, true_kl, estimates: dict, ax=None):
-    """Estimated vs true KL(p||q) as the gap grows; ``estimates`` maps a label to a list of KLs."""
+def plot_kl_sweep(gaps, true_kl, estimates: dict, ax=None, truth=None):
+    """Estimated vs true KL(p||q) as the gap grows: each estimate as markers at the gaps where it was fitted (no line
+    pretends to know the gaps in between); the truth as a dashed line, drawn densely from ``truth`` (a function of
+    the gap, e.g. the closed form) when given, else through ``true_kl`` at the fitted gaps."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(gaps, true_kl, "k--", lw=2, label="true KL (closed form)")
-    for label, kl in estimates.items():
-        ax.plot(gaps, kl, "o-", label=label)
+    if truth is not None:
+        dense = np.linspace(min(gaps), max(gaps), 100)
+        ax.plot(dense, [truth(g) for g in dense], "k--", lw=2, label="true KL (closed form)")
+    else:
+        ax.plot(gaps, true_kl, "k--", lw=2, label="true KL (closed form)")
+    for marker, (label, kl) in zip("osD^v", estimates.items()):
+        ax.plot(gaps, kl, marker, ms=8, ls="none", label=f"{label} (one fit per gap)")
     ax.set_xlabel("gap between p and q")
     ax.set_ylabel("KL(p || q)  [nats]")
-    ax.legend()
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=9)
     return ax.figure
 
 
 def plot_waymarks(waymarks, extent=3.0, axes=None, max_points=400):
-    """Scatter of each waymark's samples x_0 = x_p ... x_m = x_q."""
+    """Scatter of each waymark's samples x_0 = x_p ... x_m = x_q, on shared, labelled axes."""
     m = len(waymarks)
     if axes is None:
-        _, axes = plt.subplots(1, m, figsize=(2.2 * m, 2.4), constrained_layout=True)
+        _, axes = plt.subplots(1, m, figsize=(2.3 * m + 0.4, 2.7), constrained_layout=True, sharey=True)
     colors = plt.cm.viridis(np.linspace(0, 1, m))
     for k, (ax, w) in enumerate(zip(np.atleast_1d(axes), waymarks)):
         ax.scatter(w[:max_points, 0], w[:max_points, 1], s=3, color=colors[k])
-        _square(ax, extent, ticks=False)
+        _square(ax, extent)
         ax.set_title(f"$p_{{{k}}}$")
+        ax.set_xlabel("$x_1$")
+    np.atleast_1d(axes)[0].set_ylabel("$x_2$")
     return np.atleast_1d(axes)[0].figure
 
 
@@ -155,29 +164,47 @@ def plot_tre_stage(model, waymarks, k, extent=3.0, n=100, axes=None):
     return axes[0].figure
 
 
-def plot_tre_stages(model, waymarks, extent=3.0, n=80, max_points=300):
+def _window(points, margin=0.25):
+    """(centre, half-width) of a square around ``points`` [N, 2] with a margin (a fraction of the width)."""
+    lo, hi = points.min(0).values, points.max(0).values
+    half = float((hi - lo).max()) / 2 * (1 + 2 * margin)
+    return ((lo + hi) / 2).tolist(), max(half, 1e-3)
+
+
+def plot_tre_stages(model, waymarks, n=80, max_points=300):
     """Every stage of a TRE model in one figure: top row the samples of waymarks k and k+1, bottom row the learned
-    log r_k = log p_k/p_{k+1}, each with its own colour bar (stages differ in scale)."""
+    log r_k = log p_k/p_{k+1}. Each column is zoomed to where its two waymarks lie, and each colour scale spans the
+    values on their samples (the classifier's own inputs), so every stage is readable on its own scale."""
     m = model.n_ratios
-    fig, axes = plt.subplots(2, m, figsize=(2.6 * m + 0.6, 5.4), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(2, m, figsize=(2.9 * m + 0.6, 6.0), constrained_layout=True, squeeze=False)
     colors = plt.cm.viridis(np.linspace(0, 1, m + 1))
     for k in range(m):
         top, bottom = axes[0, k], axes[1, k]
+        both = torch.cat([waymarks[k][:max_points], waymarks[k + 1][:max_points]])
+        (cx, cy), half = _window(both)
         for j in (k + 1, k):                         # the earlier (sharper) waymark on top
             top.scatter(waymarks[j][:max_points, 0], waymarks[j][:max_points, 1], s=2, color=colors[j], alpha=0.6,
                         label=f"$p_{{{j}}}$")
         handles, labels = top.get_legend_handles_labels()
         top.legend(handles[::-1], labels[::-1], loc="lower left", markerscale=4, fontsize=8)
         top.set_title(f"stage {k}: $p_{{{k}}}$ vs $p_{{{k + 1}}}$", fontsize=10)
-        z, xx, yy = _on_grid(lambda x: model.ratios[k](x), extent, n)
-        lim = max(float(np.percentile(np.abs(z), 99)), 1e-3)
-        im = bottom.pcolormesh(xx, yy, z, cmap="RdBu_r", vmin=-lim, vmax=lim, shading="auto")
+        t = torch.linspace(-half, half, n)
+        xx, yy = torch.meshgrid(t + cx, t + cy, indexing="xy")
+        with torch.no_grad():
+            z = model.ratios[k](torch.stack([xx.flatten(), yy.flatten()], 1)).reshape(n, n).numpy()
+            lim = max(float(model.ratios[k](both).abs().quantile(0.99)), 1e-3)
+        im = bottom.pcolormesh(xx.numpy(), yy.numpy(), np.clip(z, -lim, lim), cmap="RdBu_r", vmin=-lim, vmax=lim,
+                               shading="auto")
         bottom.set_title(f"learned log $r_{{{k}}}$", fontsize=10)
-        fig.colorbar(im, ax=bottom, orientation="horizontal", shrink=0.9, label="nats")
+        fig.colorbar(im, ax=bottom, orientation="horizontal", shrink=0.9, extend="both", label="nats")
         for ax in (top, bottom):
-            _square(ax, extent, ticks=False)
-    axes[0, 0].set_ylabel(f"$x_2$ in [{-extent:g}, {extent:g}]", fontsize=8)
-    axes[1, 0].set_ylabel(f"$x_2$ in [{-extent:g}, {extent:g}]", fontsize=8)
+            ax.set_xlim(cx - half, cx + half)
+            ax.set_ylim(cy - half, cy + half)
+            ax.set_aspect("equal")
+            ax.tick_params(labelsize=7)
+            ax.set_xlabel("$x_1$", fontsize=8)
+        top.set_ylabel("$x_2$", fontsize=8)
+        bottom.set_ylabel("$x_2$", fontsize=8)
     return fig
 
 
