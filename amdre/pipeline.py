@@ -224,7 +224,7 @@ def _check_folder(p: dict, out: Path, train_data) -> None:
     if has_run and not p["resume"]:
         raise RunConflict(f"{out} already holds a run and resume=False would start it over. Nothing was changed. "
                           f"Set resume=True to continue it, or choose another out_dir, or delete {out}.")
-    train = train_data if train_data is not None else load_data(p)[0]
+    train = train_data if train_data is not None else _load(p, "train", p["n_train"])
     if p["n_train"] is not None and len(train) < p["n_train"]:
         raise ValueError(f"n_train={p['n_train']} but {p['dataset']} has {len(train):,} training images (read from "
                          f"{train.source or 'memory'}): set n_train to at most {len(train)} or None (all). Nothing "
@@ -238,10 +238,12 @@ def _check_folder(p: dict, out: Path, train_data) -> None:
 def load_data(params: dict):
     """(train, test) ImageData of a run: the first n_train training and n_test test examples (test None if 0)."""
     p = check_params(params)
+    return _load(p, "train", p["n_train"]), _load(p, "test", p["n_test"]) if p["n_test"] else None
+
+
+def _load(p: dict, split: str, n):
     kw = {"image_size": p["image_size"]} if p["dataset"] == "celeba" else {}
-    train = data.load(p["dataset"], p["data_root"], "train", n=p["n_train"], **kw)
-    test = data.load(p["dataset"], p["data_root"], "test", n=p["n_test"], **kw) if p["n_test"] else None
-    return train, test
+    return data.load(p["dataset"], p["data_root"], split, n=n, **kw)
 
 
 class EpochLog:

@@ -880,7 +880,7 @@ def test_a_run_worse_than_the_mean_image_warns(tmp_path, capsys, monkeypatch):
                f"image's {metrics['mse']['mean_image_mse']:.4g}")
     assert warning in err and "smaller learning rates (lr_g=100, " in err
     assert warning in (out / "train.log").read_text().splitlines()[-1].split(" ", 1)[1]
-    assert metrics["warnings"] == [err.split("WARNING: ", 1)[1].strip()]
+    assert len(metrics["warnings"]) == 1 and f"WARNING: {metrics['warnings'][0]}\n" in err
     assert f"({metrics['mse_vs_mean_image']:.0%} of the mean image's)" in stdout
     from amdre import metrics
 
