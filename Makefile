@@ -102,8 +102,9 @@ notebooks: $(STAMP)
 
 # Paper-scale training of one preset, configs/$(DATASET).yaml (svhn, cifar10, celeba, celeba_hq; ci = a
 # tiny CPU check), into $(OUT): checkpoints, train.log, grids, metrics.json, and the executed notebook of every
-# invocation (time-stamped, so none is overwritten). Re-running the same command resumes. Extra papermill parameters:
-# make paper DATASET=svhn PARAMS="-p epochs 10 -p device cuda:1"
+# invocation (time-stamped, so none is overwritten). Re-running the same command resumes. Extra papermill parameters
+# (a shorter run needs a shorter stage_every too, to build every stage: epochs >= (n_stages - 1) * stage_every + 1):
+# make paper DATASET=svhn PARAMS="-p epochs 10 -p stage_every 3 -p device cuda:1"
 OUT ?= runs/$(DATASET)
 PAPER_NB = $(OUT)/05_paper_scale-$(shell date +%Y%m%d-%H%M%S).ipynb
 paper: $(STAMP)

@@ -3,12 +3,16 @@
 Trains (or resumes) one paper-scale run into its folder and evaluates it (``amdre.pipeline``). Every option
 is a parameter of ``notebooks/05_paper_scale.ipynb``; a YAML preset uses the same names with underscores.
 Under ``torchrun --standalone --nproc_per_node=N -m amdre ...`` it trains data-parallel.
-Exit status: 0 done; 1 stopped (NaN/inf in training, or a file that could not be written: disk full, read-only);
-2 bad input (parameters, preset, an out_dir that holds another run or cannot exist, a damaged checkpoint);
-130 interrupted (Ctrl-C or SIGTERM; the same command continues from the last checkpoint).
+Exit status: 0 done (also when the evaluation warns that the test MSE is no better than the mean image's: the run
+finished and metrics.json records it, with a WARNING line in train.log and on stderr); 1 stopped (NaN/inf in
+training, or a file that could not be written: disk full, read-only); 2 bad input (parameters, preset, more
+training images asked for than the dataset has, an out_dir that holds another run, is in use by another process or
+cannot exist, a damaged or newer checkpoint, other training data than the run's); 130 interrupted (Ctrl-C or
+SIGTERM; the same command continues from the last checkpoint).
 """
 import argparse
 import gc
+import shlex
 import sys
 from pathlib import Path
 
@@ -17,7 +21,7 @@ import torch
 from . import distributed, pipeline
 from .checkpoint import DamagedCheckpoint
 from .config import load_preset
-from .files import FolderError, WriteError
+from .files import FolderError, FolderLocked, WriteError
 
 
 def _arg_type(types_):
@@ -68,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
+    command = "python -m amdre " + shlex.join(sys.argv[1:] if argv is None else list(map(str, argv)))
     args = vars(parser().parse_args(argv))
     try:
         values = load_preset(args.pop("config")) if args.get("config") else {}
@@ -82,17 +87,18 @@ def main(argv=None) -> int:
         torch.set_num_threads(p["threads"])
     rank, world = distributed.init(p["device"])
     try:
-        with pipeline.stop_on_sigterm():
+        with pipeline.stop_on_sigterm(), pipeline.run_lock(p, command):
             code = _run(p, rank, no_eval)
-    except (pipeline.RunConflict, FileNotFoundError, FileExistsError, ValueError, DamagedCheckpoint, FolderError) as err:
+    except (pipeline.RunConflict, FileNotFoundError, FileExistsError, ValueError, DamagedCheckpoint, FolderError,
+            FolderLocked) as err:
         print(f"error: {err}", file=sys.stderr)
         code = 2
     except (FloatingPointError, WriteError) as err:
         print(f"{'training ' if isinstance(err, FloatingPointError) else ''}stopped: {err}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt as err:                          # Ctrl-C, or SIGTERM (pipeline.stop_on_sigterm)
-        print(f"stopped: {str(err) or 'interrupted (Ctrl-C)'}. The run continues from its last checkpoint when the same command "
-              f"is run again.", file=sys.stderr)
+        print(f"stopped: {str(err) or 'interrupted (Ctrl-C)'}. The run continues from its last checkpoint when the "
+              f"same command is run again.", file=sys.stderr)
         code = 130
     gc.collect()                    # drop what holds the process group before it goes
     if code == 0:
@@ -103,22 +109,33 @@ def main(argv=None) -> int:
 
 
 def _run(p: dict, rank: int, no_eval: bool) -> int:
-    pipeline.prepare_run(p)
     if rank > 0:                    # rank 0 loads first (and builds CelebA's cache once), then the others
         distributed.barrier()
     train, test = pipeline.load_data(p)
     if rank == 0:
         distributed.barrier()
+    pipeline.prepare_run(p, train)  # refusals (other parameters, other data, n_train too large) before any write
     trainer = pipeline.train_run(p, train)
     if rank == 0:
         print(f"trained {trainer.epoch} epochs into {p['out_dir']}")
         if not no_eval:
-            result = pipeline.evaluate_run(p, train, test)
-            mse = result["mse"]["value"] if result["mse"] else None
-            score = result["sample_score"] or {}
-            print(f"test MSE {mse}; {score.get('kind')} {score.get('value')}; "
-                  f"see {Path(p['out_dir']) / pipeline.METRICS_FILE}")
+            print(f"{summary(pipeline.evaluate_run(p, train, test))}; see {Path(p['out_dir']) / pipeline.METRICS_FILE}")
     return 0
+
+
+def summary(result: dict) -> str:
+    """'test MSE 0.1234 (31% of the mean image's); fd_classifier 12.3' from an ``evaluate_run`` result, saying what
+    was skipped and why (n_test=0, fid_samples=0, no FID weights and no labels)."""
+    mse, score, ratio = result["mse"], result["sample_score"], result.get("mse_vs_mean_image")
+    parts = [f"test MSE {mse['value']:.4g}" + (f" ({ratio:.0%} of the mean image's)" if ratio is not None else "")
+             if mse else "no test MSE (n_test=0)"]
+    if score is None:
+        parts.append("no sample score (fid_samples=0)")
+    elif score["kind"] is None:
+        parts.append("no sample score (no FID weights on disk and no labels for the FD-classifier)")
+    else:
+        parts.append(f"{score['kind']} {score['value']:.4g}")
+    return "; ".join(parts)
 
 
 if __name__ == "__main__":

@@ -226,11 +226,18 @@ def run_dir(prefix: str, cfg, **extra) -> Path:
     return paths.runs() / f"{prefix}-{tag}"
 
 
-def shared_fd_classifier(labelled: ImageData, epochs: int = 3, device: str = "cpu"):
+def shared_fd_classifier(labelled: ImageData, epochs: int = 3, device: str = "cpu", folder=None):
     """The FD-classifier's feature network trained on ``labelled`` (seed 0), cached in
-    ``runs/fd_classifier-{name}-n{N}-e{epochs}.pt``: every run scored on the same training set uses one and the
-    same network (notebooks 03, 07, 08 and the paper-scale evaluation), so their scores compare."""
-    cache = paths.runs() / f"fd_classifier-{labelled.name}-n{len(labelled)}-e{epochs}.pt"
+    ``{folder}/fd_classifier-{name}-n{N}-e{epochs}.pt``: every run scored on the same training set uses one and the
+    same network (notebooks 03, 07, 08 and the paper-scale evaluation), so their scores compare.
+
+    ``folder`` defaults to ``runs/`` (``amdre.paths.runs()``, the notebooks' runs); the paper-scale evaluation
+    passes its run folder's parent, so the cache lies beside the run folders it serves (``runs/`` for the
+    default out_dir) and never in the working directory's ``runs/`` for a run kept elsewhere. The cache is derived
+    data: a damaged one is retrained and rewritten, one that cannot be written is skipped (both with a warning;
+    ``metrics.fd_classifier``).
+    """
+    cache = Path(folder or paths.runs()) / f"fd_classifier-{labelled.name}-n{len(labelled)}-e{epochs}.pt"
     return metrics.fd_classifier(labelled.images, labelled.labels, cache_path=cache, epochs=epochs, seed=0,
                                  device=device)
 

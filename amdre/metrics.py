@@ -24,6 +24,7 @@ comparable with Table 1's FID column; it ranks models trained on the same data. 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .files import atomic_save
+from .files import WriteError, atomic_save
 from .params import positive
 from .samplers import posterior_batches
 from .torchutils import frozen, module_device, seeded
@@ -219,18 +220,30 @@ def fd_classifier(images, labels, cache_path=None, epochs: int = 5, seed: int = 
 
     Requires labels: for unlabelled data (CelebA) report real FID (``fid``) instead, or pass a
     classifier trained elsewhere to ``fd_classifier_score``. The cache is keyed by its path only
-    (only the channel count is checked): use one file per dataset, e.g. ``runs/fd_svhn.pt``.
+    (only the channel count is checked): use one file per dataset, e.g. ``runs/fd_svhn.pt``. It is derived
+    data: a cache that cannot be read is retrained and rewritten, and one that cannot be written (a read-only
+    checkout, a full disk) is skipped; both with a warning naming the file.
     """
     images = as_images(images)
     if cache_path is not None and Path(cache_path).exists():
-        model = load_feature_classifier(cache_path, device)
-        if model.config["in_channels"] != images.shape[1]:
-            raise ValueError(f"cached classifier {cache_path} expects {model.config['in_channels']} channels; "
-                             f"images have {images.shape[1]}")
-        return model
+        try:
+            model = load_feature_classifier(cache_path, device)
+        except Exception as err:                              # noqa: BLE001 - a cache can always be rebuilt
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            warnings.warn(f"the FD-classifier cache {cache_path} is damaged ({type(err).__name__}: {reason}); "
+                          f"training the classifier again and rewriting it", stacklevel=2)
+        else:
+            if model.config["in_channels"] != images.shape[1]:
+                raise ValueError(f"cached classifier {cache_path} expects {model.config['in_channels']} channels; "
+                                 f"images have {images.shape[1]}")
+            return model
     model = train_feature_classifier(images, labels, epochs=epochs, seed=seed, device=device)
     if cache_path is not None:
-        save_feature_classifier(model, cache_path)
+        try:
+            save_feature_classifier(model, cache_path)
+        except WriteError as err:
+            warnings.warn(f"could not cache the FD-classifier (scoring works without it; the next evaluation trains "
+                          f"it again): {err}", stacklevel=2)
     return model
 
 

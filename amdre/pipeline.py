@@ -13,10 +13,11 @@ One run = one folder (``out_dir``, e.g. ``runs/svhn/``) holding
 * ``metrics.json``  test reconstruction MSE and FID or FD-classifier, saying which and how each was computed.
 
 Running the same parameters again continues the run from ``last.pt`` (at most the unfinished epoch is
-lost); different parameters on a folder that holds a run are refused before anything is written
-(``prepare_run``). Speed and scale are applied here, at the edge, around the Trainer's plain callables
-(``speed_up``: channels-last, bf16 autocast, a compiled posterior; ``amdre.distributed`` under torchrun), as
-nanoGPT's train.py wraps its model.
+lost); different parameters on a folder that holds a run, other training data, or more training images than the
+dataset has are refused before anything is written (``prepare_run``). One process at a time works in a run folder
+(``run_lock``, ``amdre.files.lock_folder``: a second one is refused, naming the first). Speed and scale are
+applied here, at the edge, around the Trainer's plain callables (``speed_up``: channels-last, bf16 autocast, a
+compiled posterior; ``amdre.distributed`` under torchrun), as nanoGPT's train.py wraps its model.
 """
 from __future__ import annotations
 
@@ -24,24 +25,23 @@ import contextlib
 import datetime
 import math
 import signal
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from . import config, data, distributed, metrics, paths, viz
+from . import checkpoint, config, data, distributed, evaluation, files, paths
 from .accel import Autocast, CompiledPosterior
-from .checkpoint import load_checkpoint, read_checkpoint
-from .experiments import run_dir, shared_fd_classifier
+from .checkpoint import read_checkpoint
+from .experiments import run_dir
 from .files import WriteError, read_json, write_json
 from .nets import generator as make_generator
 from .params import type_name, type_ok
-from .samplers import sample_images
 from .torchutils import device as resolve_device
 from .train import Trainer
 
 RUN_FILE, METRICS_FILE, LOG_FILE = "run.json", "metrics.json", "train.log"
-MSE_SCALE = "mean over test images and pixels of (x - g(z))^2 on the [-1, 1] pixel scale (x 1/4 for [0, 1])"
 
 # How a run is started, beside what it is (amdre.config.Config): name -> (type, default, meaning).
 INVOCATION = {
@@ -141,48 +141,109 @@ def _conflict(out: Path, what: str) -> RunConflict:
                        f"init_from={last} (--out-dir <new folder> --init-from {last}).")
 
 
-def prepare_run(params: dict) -> Path:
-    """Check that ``out_dir`` is free for these parameters, then record them in ``run.json``.
+@contextlib.contextmanager
+def run_lock(params: dict, command: str = None):
+    """Hold the run folder's lock for the block (rank 0; ``amdre.files.lock_folder``): another process that asks for
+    it meanwhile is refused (``files.FolderLocked``, naming this one), nothing changed. The command line holds it for
+    the whole run; ``prepare_run`` takes it too (for notebook 05: until the kernel ends)."""
+    out = Path(check_params(params)["out_dir"])
+    took = _take_lock(out, command)
+    try:
+        yield out
+    finally:
+        if took:
+            files.unlock_folder(out)
 
-    Refuses (RunConflict) when the folder holds a run (a checkpoint or metrics) whose run-defining
-    parameters differ, when resume=False and the folder holds a run, and when fewer epochs are asked for than
-    were trained. Only rank 0 writes. Returns the folder.
+
+_LOCK_NOTES = {}                                             # out_dir -> note of a stale lock taken over, for the log
+
+
+def _take_lock(out: Path, command: str = None) -> bool:
+    """Take ``out``'s lock unless this process holds it or is not rank 0; whether it was taken now."""
+    if distributed.world()[0] != 0 or files.holds_lock(out):
+        return False
+    note = files.lock_folder(out, command)
+    if note:
+        _LOCK_NOTES[out] = note
+    return True
+
+
+def prepare_run(params: dict, train_data=None) -> Path:
+    """Take the run folder's lock (``run_lock``), check that ``out_dir`` may hold this run, then record it in
+    ``run.json``; returns the folder.
+
+    Refuses, writing nothing (RunConflict, ValueError, DamagedCheckpoint), when the folder holds a run (a
+    checkpoint or metrics) whose run-defining parameters differ, when resume=False and the folder holds a run, when
+    fewer epochs are asked for than were trained, when its checkpoint was written by a newer amdre or on other
+    training data, and when n_train asks for more images than the dataset has. ``train_data`` is the run's training
+    set (``load_data``); without it, it is loaded here to be checked. Only rank 0 writes; it also removes the
+    temporary files of a writer that was killed mid-write (``files.remove_stale_temps``), saying so in train.log.
     """
     p = check_params(params)
     out = Path(p["out_dir"])
+    took = _take_lock(out)
+    try:
+        _check_folder(p, out, train_data)
+    except BaseException:
+        if took:
+            files.unlock_folder(out)
+        raise
+    if distributed.world()[0] == 0:
+        saved = read_json(out / RUN_FILE)
+        record = {"params": p, "created": (saved or {}).get("created", _now()), "updated": _now()}
+        write_json(record, out / RUN_FILE)
+        removed = files.remove_stale_temps(out)
+        notes = [_LOCK_NOTES.pop(out, "")] + ([f"removed {len(removed)} temporary file(s) of a process killed while "
+                                               f"writing: {', '.join(removed)}"] if removed else [])
+        for note in filter(None, notes):
+            print(f"note: {note}", file=sys.stderr)
+            EpochLog(out / LOG_FILE).write(f"NOTE: {note}")
+    return out
+
+
+def _check_folder(p: dict, out: Path, train_data) -> None:
+    """``prepare_run``'s refusals (see there), before anything is written."""
     ckpt, saved = out / "last.pt", read_json(out / RUN_FILE)
-    has_run = ckpt.exists() or (out / METRICS_FILE).exists()
+    has_run = read_json(out / METRICS_FILE) is not None or ckpt.exists()          # a damaged one: say so now
     if has_run and saved is not None:
         diff = param_diff(saved["params"], p)
         if diff:
             raise _conflict(out, "; ".join(diff))
-    if ckpt.exists():
-        state = read_checkpoint(ckpt)
-        diff = config.diff(state["cfg"], config_from_params(p))
+    state = read_checkpoint(ckpt) if ckpt.exists() else None
+    cfg = config_from_params(p)
+    if state is not None:
+        config.from_saved(state["cfg"], ckpt)                 # written by a newer amdre: say so first
+        diff = config.diff(state["cfg"], cfg)
         if diff and saved is None:
             raise _conflict(out, "the checkpoint's configuration differs in " + "; ".join(diff))
         if state["epoch"] > p["epochs"]:
             raise RunConflict(f"{out} has already trained {state['epoch']} epochs, more than epochs={p['epochs']}. "
                               f"Nothing was changed. Set epochs >= {state['epoch']} to continue it (or to evaluate "
                               f"it as it is), or choose another out_dir.")
-    if p["init_from"] and not ckpt.exists():
-        read_checkpoint(p["init_from"])                       # a missing or damaged file: say so before any write
+    start = read_checkpoint(p["init_from"]) if p["init_from"] and state is None else None
     if has_run and not p["resume"]:
         raise RunConflict(f"{out} already holds a run and resume=False would start it over. Nothing was changed. "
                           f"Set resume=True to continue it, or choose another out_dir, or delete {out}.")
-    if distributed.world()[0] == 0:
-        record = {"params": p, "created": (saved or {}).get("created", _now()), "updated": _now()}
-        write_json(record, out / RUN_FILE)
-    return out
+    train = train_data if train_data is not None else _load(p, "train", p["n_train"])
+    if p["n_train"] is not None and len(train) < p["n_train"]:
+        raise ValueError(f"n_train={p['n_train']} but {p['dataset']} has {len(train):,} training images (read from "
+                         f"{train.source or 'memory'}): set n_train to at most {len(train)} or None (all). Nothing "
+                         f"was written.")
+    if state is not None:
+        checkpoint.check(state, cfg, train, ckpt, new_run=False)      # the same data, among others
+    elif start is not None:
+        checkpoint.check(start, cfg, train, p["init_from"], new_run=True)
 
 
 def load_data(params: dict):
     """(train, test) ImageData of a run: the first n_train training and n_test test examples (test None if 0)."""
     p = check_params(params)
+    return _load(p, "train", p["n_train"]), _load(p, "test", p["n_test"]) if p["n_test"] else None
+
+
+def _load(p: dict, split: str, n):
     kw = {"image_size": p["image_size"]} if p["dataset"] == "celeba" else {}
-    train = data.load(p["dataset"], p["data_root"], "train", n=p["n_train"], **kw)
-    test = data.load(p["dataset"], p["data_root"], "test", n=p["n_test"], **kw) if p["n_test"] else None
-    return train, test
+    return data.load(p["dataset"], p["data_root"], split, n=n, **kw)
 
 
 class EpochLog:
@@ -288,67 +349,21 @@ def train_run(params: dict, train_data) -> Trainer:
 
 
 def evaluate_run(params: dict, train_data, test_data, device: str = None) -> dict:
-    """Grids and ``metrics.json`` of the run's last checkpoint (rank 0's job).
+    """Grids and ``metrics.json`` of the run's last checkpoint (rank 0's job): ``amdre.evaluation.evaluate``, the
+    test reconstruction MSE beside the mean test image's and a sample score (FID or the FD-classifier).
 
-    * MSE (Table 1): ``amdre.metrics.reconstruction_mse`` on the n_test test images, z from posterior
-      Langevin from noise under the learned prior (ld_steps, ld_step_size, sigma of the run);
-    * FID (Table 1) with pytorch-fid's Inception when its weights are on disk, else the FD-classifier (a
-      labelled dataset's own small CNN: not comparable with FID), between ``fid_samples`` prior samples and
-      as many training images. ``metrics.json`` names which one under "sample_score" (never under "fid").
-    Refuses to overwrite a metrics.json written for other run parameters.
+    Refuses to overwrite a metrics.json written for other run parameters. A run whose test MSE is no better than the
+    mean test image's (its training went wrong) gets a WARNING line in train.log and on stderr, and its metrics.json
+    says so ("warnings", "mse_vs_mean_image"); it is still a finished run (the command line exits 0).
     """
     p = check_params(params)
     out = Path(p["out_dir"])
     old = read_json(out / METRICS_FILE)
     if old is not None and param_diff(old.get("params", {}), p):
         raise _conflict(out, "metrics.json: " + "; ".join(param_diff(old["params"], p)))
-    dev = device or p["device"]
-    g, prior, cfg, history = load_checkpoint(out, device=dev)
-    post = dict(n_steps=cfg.ld_steps, step_size=cfg.ld_step_size, sigma=cfg.sigma, batch_size=cfg.batch_size,
-                seed=p["seed"])
-    files = {"samples": "samples.png", "reconstructions": "reconstructions.png", "curves": "curves.png"}
-    result = {"params": p, "epochs_trained": len(history["epoch_time"]), "n_stages": prior.n_stages,
-              "train_images": len(train_data), "device": str(dev), "torch": torch.__version__, "date": _now(),
-              "train_time_s": round(sum(history["epoch_time"]), 1), "files": files}
-    sampler = f"prior Langevin from N(0, I): {p['sample_ld_steps']} steps of Eq. 3 with s={p['sample_ld_step_size']}"
-    grid = sample_images(g, prior, 64, p["sample_ld_steps"], p["sample_ld_step_size"], seed=p["seed"])
-    viz.save_grid(grid, out / files["samples"], nrow=8, title=f"{p['dataset']}: samples, {sampler}")
-    viz.savefig(viz.plot_curves(history), files["curves"], folder=out, close=True)
-    if test_data is not None:
-        x = test_data.images[:p["n_test"]]
-        xr = metrics.reconstruct(g, prior, x[:32], **post)
-        viz.save_grid(torch.cat([x[:32], xr]), out / files["reconstructions"], nrow=16,
-                      title=f"{p['dataset']}: test images (top two rows) and their reconstructions (bottom two)")
-        result["mse"] = {"value": metrics.reconstruction_mse(g, prior, x, **post), "n_images": len(x),
-                         "split": "test", "scale": MSE_SCALE,
-                         "posterior": f"{cfg.ld_steps} steps of Eq. 3 with s={cfg.ld_step_size}, sigma={cfg.sigma}, "
-                                      f"from N(0, I), under the learned prior ({prior.n_stages} stages)"}
-    else:
-        files.pop("reconstructions")
-        result["mse"] = None
-    result["sample_score"] = _sample_score(p, g, prior, train_data, out, dev, sampler) if p["fid_samples"] else None
+    result = evaluation.evaluate(p, out, train_data, test_data, device or p["device"])
+    for warning in result.get("warnings", []):
+        print(f"WARNING: {warning}", file=sys.stderr)
+        EpochLog(out / LOG_FILE).write(f"WARNING: {warning}")
     write_json(result, out / METRICS_FILE)
     return result
-
-
-def _sample_score(p, g, prior, train_data, out, device, sampler) -> dict:
-    n = min(p["fid_samples"], len(train_data))
-    fake = sample_images(g, prior, p["fid_samples"], p["sample_ld_steps"], p["sample_ld_step_size"], seed=p["seed"] + 1)
-    real = train_data.images[:n]
-    common = {"n_generated": len(fake), "n_real": n, "reference": f"training split, first {n} images",
-              "sampler": sampler}
-    if metrics.fid_weights_available():
-        from importlib.metadata import version
-        return {"kind": "fid", "value": metrics.fid(real, fake, device=str(device)), **common,
-                "library": f"pytorch-fid {version('pytorch-fid')} InceptionV3 (2048-d pool features, weights "
-                           f"{metrics.FID_WEIGHTS_NAME}); comparable only with FIDs computed the same way"}
-    if train_data.labels is None:
-        return {"kind": None, "value": None, **common,
-                "reason": "no FID weights on disk and no labels to train the FD-classifier; put "
-                          f"{metrics.FID_WEIGHTS_NAME} where amdre.metrics.find_fid_weights looks "
-                          f"(or set ${metrics.FID_WEIGHTS_ENV}) and re-run: the run resumes and only evaluates"}
-    model = shared_fd_classifier(train_data, epochs=5, device=str(device))       # one per training set
-    return {"kind": "fd_classifier", "value": metrics.fd_classifier_score(model, real, fake), **common,
-            "library": "amdre.metrics FeatureClassifier (small CNN trained 5 epochs on this run's training set, "
-                       "128-d features): NOT FID, comparable only between runs scored with the same classifier",
-            "why": "pytorch-fid's Inception weights are not on disk (amdre never downloads them)"}

@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .config import schedule_problem
+from .config import FIELDS, schedule_problem
 from .density import log_likelihood
 from .files import ensure_dir
 from .nce import nce_accuracy, nce_loss
@@ -268,7 +268,15 @@ class Trainer:
                     "out_dir is fine).")
         what = (f"refusing to checkpoint non-finite model weights after epoch {e + 1} of {self.cfg.epochs}"
                 if i is None else f"{err} in epoch {e + 1} of {self.cfg.epochs}, batch {i + 1}")
-        return FloatingPointError(f"{what}, stage {k}; the broken state was not saved. {todo}")
+        return FloatingPointError(f"{what}, stage {k}; the broken state was not saved. {todo}{self._far_above()}")
+
+    def _far_above(self) -> str:
+        """' Far above amdre's defaults: lr_ebm=1e+06 (default 0.0005).' for the step sizes of this run that are
+        10 times their ``Config`` default or more (the usual cause of a divergence), else ''."""
+        names = ("lr_g", "lr_ebm", "ld_step_size", "prior_ld_step_size")
+        far = [f"{n}={getattr(self.cfg, n):g} (default {FIELDS[n].default:g})" for n in names
+               if getattr(self.cfg, n) >= 10 * FIELDS[n].default]
+        return f" Far above amdre's defaults: {', '.join(far)}." if far else ""
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
