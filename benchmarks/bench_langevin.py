@@ -237,7 +237,7 @@ def bench_memory(name, batch=100):
         saved = []
         with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
                                                       lambda t: t):
-            loss = ((x - g(z)) ** 2).sum() + prior.log_prob(z).sum()
+            ((x - g(z)) ** 2).sum() + prior.log_prob(z).sum()          # the forward pass: what backward would keep
         n_params = sum(p.numel() for p in g.parameters()) + sum(p.numel() for p in prior.parameters())
     params = n_params * 4
     act = sum(saved)

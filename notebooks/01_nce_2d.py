@@ -239,7 +239,7 @@ if max(true_far_kls) - min(true_far_kls) > 10:
 # ## What we saw
 # | | Rhodes et al. (2020); Xiao & Han (2022), Sec. 2.2 / 3.1 | this notebook (defaults, seeds 0 / 1 / 2) |
 # |---|---|---|
-# | close pairs | NCE's minimiser is the log-ratio (Eq. 4) | 0.76 nats: off by 0.04 / 0.03 / 0.00; 2.64 nats: off by 0.20 / 0.12 / 0.24 |
+# | close pairs | NCE's minimiser is the log-ratio (Eq. 4) | 0.76 nats: off by 0.04 / 0.03 / 0.00; 2.64 nats: off by 0.20 / 0.11 / 0.24 |
 # | far pairs | fails "whenever the KL divergence between p and q exceeds tens of nats" (Rhodes et al.); "often severely inaccurate when the gap between p and q is large" (Xiao & Han, Sec. 2.2) | 26.6 nats estimated as 11.2 / 11.1 / 11.1; 42.9 nats as 11.5 / 11.6 / 11.3 |
 #
 # Both claims reproduce. The same network recovers the close pairs; on the far pairs NCE's loss is already at its floor

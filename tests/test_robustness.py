@@ -855,7 +855,7 @@ def test_divergence_advice_names_the_setting_and_works(tmp_path, capsys):
     before = snapshot(tmp_path)
     code, err = cli(capsys, tmp_path / "wild", "--lr-ebm", "1e6", epochs=3)
     assert code == 1 and err.startswith("training stopped: non-finite training values")
-    for part in (f"No checkpoint of this run is healthy (last.pt: a ratio stage reaches |log r| = ",
+    for part in ("No checkpoint of this run is healthy (last.pt: a ratio stage reaches |log r| = ",
                  "start over in a new out_dir with a smaller ld_step_size or learning rates",
                  "Far above amdre's defaults: lr_ebm=1e+06 (default 0.0005)."):
         assert part in err, part
