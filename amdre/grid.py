@@ -5,10 +5,22 @@ A ``Grid`` is an n x n lattice of cell centres over [-extent, extent]^2. A densi
 cells' probabilities, summing to 1): ``log_pmf(log_density)`` normalises any unnormalised log-density evaluated at
 the centres; ``kl`` compares two; ``sample`` draws from one (uniform within the cell); ``aggregate_posterior`` is
 q(z) = (1/N) sum_i p(z | x_i) of a generator with a 2-D latent, each posterior normalised on the grid.
+
+For a 2-D prior (an ``EBMPrior`` with nz = 2): ``grid_log_density`` normalises log p_j at given samples, and
+``grid_tv`` measures how well samples follow p_j (total variation against its exact bin masses, with the floor that
+exact samples get). ``grid_points`` is the plotting lattice (endpoints included) that ``amdre.viz`` draws on.
 """
 import math
 
+import numpy as np
 import torch
+
+
+def grid_points(extent=3.0, n=120):
+    """A square n x n grid over [-extent, extent]^2 as ([n*n, 2] tensor, xx, yy)."""
+    t = torch.linspace(-extent, extent, n)
+    xx, yy = torch.meshgrid(t, t, indexing="xy")
+    return torch.stack([xx.flatten(), yy.flatten()], 1), xx.numpy(), yy.numpy()
 
 
 class Grid:
@@ -49,3 +61,49 @@ def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> float:
     """KL(p || q) in nats between two grid densities (log-pmfs on the same grid)."""
     p = log_p.double().exp()
     return float((p * (log_p.double() - log_q.double())).sum())
+
+
+@torch.no_grad()
+def grid_log_density(prior, z, n_stages: int, extent: float = 3.0, n: int = 200) -> torch.Tensor:
+    """log p_j(z) [N] of a 2-D EBMPrior with j = ``n_stages``, normalised over the n x n plotting grid on
+    [-extent, extent]^2 (the normaliser is a Riemann sum there, as ``stage_grid``'s densities are), so that
+    densities of different stages can be compared on the samples z [N, 2]."""
+    if getattr(prior, "nz", None) != 2:
+        raise ValueError(f"grid_log_density needs a 2-D latent (prior.nz == 2); got nz={getattr(prior, 'nz', None)!r}")
+    pts, _, _ = grid_points(extent, n)
+    log_z = torch.logsumexp(prior.log_prob(pts, n_stages=n_stages), 0) + 2 * np.log(2 * extent / (n - 1))
+    return prior.log_prob(torch.as_tensor(z).float(), n_stages=n_stages) - log_z
+
+
+@torch.no_grad()
+def grid_tv(prior, z, n_stages: int = None, extent: float = 4.0, bins: int = 16, sub: int = 8, repeats: int = 20,
+            seed: int = 0) -> tuple:
+    """How well samples ``z`` [N, 2] follow p_j (j = ``n_stages``) of a 2-D EBMPrior: (tv, floor).
+
+    ``tv`` is the total-variation distance between the histogram of z on a bins x bins partition of
+    [-extent, extent]^2 (samples outside the square count as mass in the wrong place) and p_j's exact mass
+    in each bin (p_j normalised over the square, by midpoint sums on ``sub`` x ``sub`` cells per bin).
+    ``floor`` is the mean tv of ``repeats`` sets of N exact draws from those bin masses (seeded): the value
+    a perfect sampler gets with this many samples. 0 is identical, 1 disjoint.
+    """
+    if getattr(prior, "nz", None) != 2:
+        raise ValueError(f"grid_tv needs a 2-D latent (prior.nz == 2); got nz={getattr(prior, 'nz', None)!r}")
+    z = torch.as_tensor(z).detach().float().cpu()
+    if z.ndim != 2 or z.shape[1] != 2 or len(z) == 0:
+        raise ValueError(f"z must be samples of shape [N, 2]; got {tuple(z.shape)}")
+    m = bins * sub
+    h = 2 * extent / m
+    t = -extent + (torch.arange(m) + 0.5) * h
+    z1, z2 = torch.meshgrid(t, t, indexing="ij")                       # [i, j] = (z_1 bin, z_2 bin)
+    device = next(iter(prior.parameters()), torch.empty(0)).device
+    lp = prior.log_prob(torch.stack([z1.flatten(), z2.flatten()], 1).to(device), n_stages=n_stages).cpu()
+    mass = torch.softmax(lp.double(), 0).reshape(bins, sub, bins, sub).sum((1, 3)).numpy()
+    edges = np.linspace(-extent, extent, bins + 1)
+    zn = z.double().numpy()
+    counts, _, _ = np.histogram2d(zn[:, 0], zn[:, 1], bins=[edges, edges])
+    inside = counts.sum()
+    tv = 0.5 * (np.abs(counts / len(zn) - mass).sum() + (len(zn) - inside) / len(zn))
+    rng = np.random.default_rng(seed)
+    p = mass.flatten() / mass.sum()
+    floor = float(np.mean([0.5 * np.abs(rng.multinomial(len(zn), p) / len(zn) - p).sum() for _ in range(repeats)]))
+    return float(tv), floor

@@ -67,7 +67,7 @@ from amdre import data, experiments, params, toys, viz
 from amdre.checkpoint import load_checkpoint
 from amdre.config import Config
 from amdre.experiments import run_dir
-from amdre.grid import Grid, kl
+from amdre.grid import Grid, grid_log_density, grid_tv, kl
 from amdre.nce import nce_loss
 from amdre.prior import EBMPrior
 from amdre.samplers import aggregate_posterior, sample_prior
@@ -284,7 +284,7 @@ plt.show()
 #   posterior samples above (the mean log-ratio on the numerator's samples, as in notebook 01);
 # * **what the stage closed**: $\mathbb E_{q_k}[\log p_{\phi_{k+1}} - \log p_{\phi_k}]
 #   = \mathrm{KL}(q_k\,\|\,p_{\phi_k}) - \mathrm{KL}(q_k\,\|\,p_{\phi_{k+1}})$, with both priors normalised on the grid
-#   (`amdre.viz.grid_log_density`): how much closer the new prior is to the posterior the stage was fitted on;
+#   (`amdre.grid.grid_log_density`): how much closer the new prior is to the posterior the stage was fitted on;
 # * the mean **log-density of the final aggregated posterior** $q_{m-1}$ under each prior $p_{\phi_j}$,
 #   $j = 0 \dots m$: does the prior move towards where the posterior ends up?
 
@@ -293,8 +293,8 @@ hist = pd.DataFrame({key: history[key] for key in ("epoch", "stage", "nce_loss",
 last_epoch = hist[hist.epoch == hist.groupby("stage").epoch.transform("max")].groupby("stage")
 with torch.no_grad():
     kl_est = [snap["prior"].stages[k](snap["z_post"]).mean().item() for k, snap in enumerate(snapshots)]
-    closed = [(viz.grid_log_density(snap["prior"], snap["z_post"], k + 1, extent, n=120)
-               - viz.grid_log_density(snap["prior"], snap["z_post"], k, extent, n=120)).mean().item()
+    closed = [(grid_log_density(snap["prior"], snap["z_post"], k + 1, extent, n=120)
+               - grid_log_density(snap["prior"], snap["z_post"], k, extent, n=120)).mean().item()
               for k, snap in enumerate(snapshots)]
 table = pd.DataFrame({"NCE loss (last epoch)": last_epoch.nce_loss.mean(),
                       "NCE accuracy (last epoch)": last_epoch.nce_acc.mean(),
@@ -304,7 +304,7 @@ table.round(3)
 
 # %%
 final_prior, z_final = snapshots[-1]["prior"], snapshots[-1]["z_post"]
-loglik = pd.Series({f"p_{j}": viz.grid_log_density(final_prior, z_final, j, extent, n=120).mean().item()
+loglik = pd.Series({f"p_{j}": grid_log_density(final_prior, z_final, j, extent, n=120).mean().item()
                     for j in range(n_stages + 1)}, name=f"mean log p_j(z), z ~ q_{n_stages - 1}")
 fig, ax = plt.subplots(figsize=(5.5, 3.4), constrained_layout=True)
 ax.plot(range(n_stages + 1), loglik.values, marker="o", label="learned priors $p_j$")
@@ -334,7 +334,7 @@ for k in range(1, n_stages):
         z_start = torch.randn(n, 2)
         z_ld = sample_prior(prior_k, z_start, prior_ld_steps, prior_ld_step_size, n_stages=k)
         z_ld60 = sample_prior(prior_k, z_ld, max(60 - prior_ld_steps, 0), prior_ld_step_size, n_stages=k)
-    tv = {name: viz.latent.grid_tv(prior_k, z, k, extent, seed=seed) for name, z in
+    tv = {name: grid_tv(prior_k, z, k, extent, seed=seed) for name, z in
           (("N(0, I) start", z_start), (f"Langevin, {prior_ld_steps} steps", z_ld), ("Langevin, 60 steps", z_ld60),
            ("memory bank: q_(k-1)", snapshots[k - 1]["z_post"]))}
     rows[k] = {**{name: v[0] for name, v in tv.items()}, "floor (exact samples)": tv["N(0, I) start"][1]}

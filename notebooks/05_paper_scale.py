@@ -195,10 +195,8 @@ promised = ["run.json", "train.log", "metrics.json", "last.pt", *[f"stage{k}.pt"
 missing = [f for f in promised if not (run_dir / f).is_file()]
 assert not missing, f"missing from {run_dir}: {missing}"
 if result["mse"] is not None:
-    x_test = test_data.images[:run["n_test"]]
-    mean_image_mse = (x_test - x_test.mean(0)).pow(2).mean().item()
-    mse = result["mse"]["value"]
-    print(f"test MSE {mse:.4f} vs the mean image's {mean_image_mse:.4f} ([-1, 1] scale, {len(x_test)} test images): "
+    mse, mean_image_mse, n = (result["mse"][k] for k in ("value", "mean_image_mse", "n_images"))
+    print(f"test MSE {mse:.4f} vs the mean image's {mean_image_mse:.4f} ([-1, 1] scale, {n} test images): "
           f"{mse / mean_image_mse:.0%} of it")
     assert math.isfinite(mse) and mse < 0.45 * mean_image_mse, (mse, mean_image_mse)
 print(f"claim holds; every promised file is in {pipeline.shown(run_dir)}: {', '.join(promised)}")

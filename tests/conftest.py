@@ -8,7 +8,8 @@ The toy generators (import them: ``from conftest import LinearGenerator``) are t
   g can never produce);
 * ``TanhGenerator(nz, shape)``: tanh of one seeded linear layer (a small nonlinear generator for plots and scores);
 * ``tiny_model(seed)``: the "digits" Table-5-style generator (nz 4, ngf 8), a 2-stage EBMPrior and 24 images;
-* ``tilt(a)``: a prior stage with log r(z) = a^T z, so that N(0, I) tilted by it is N(a, I).
+* ``tilt(a)``: a prior stage with log r(z) = a^T z, so that N(0, I) tilted by it is N(a, I);
+* ``prior3`` (fixture): a 2-D EBMPrior with three seeded random stages, for the grid and stage-plot tests.
 """
 import sys
 
@@ -115,3 +116,15 @@ def tiny_digits():
     from amdre.data import ImageData, load
     d = load("digits")
     return ImageData(d.images[:64].clone(), d.labels[:64].clone(), "digits")
+
+
+@pytest.fixture
+def prior3():
+    """A 2-D EBMPrior with three random stages (seeded), gradients off: p_0 = N(0, I), p_1..p_3 tilted."""
+    from amdre.prior import EBMPrior
+
+    torch.manual_seed(0)
+    prior = EBMPrior(2)
+    for _ in range(3):
+        prior.add_stage()
+    return prior.requires_grad_(False)

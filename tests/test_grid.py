@@ -1,11 +1,13 @@
 """amdre.grid: exact 2-D densities on a grid against closed forms."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from amdre import toys
-from amdre.grid import Grid, kl
+from amdre.grid import Grid, grid_log_density, grid_tv, kl
+from amdre.prior import EBMPrior
 from conftest import AffineGenerator
 
 
@@ -50,3 +52,24 @@ def test_bad_grid():
     with pytest.raises(ValueError, match="extent must be > 0"):
         Grid(extent=0.0)
     assert math.isclose(Grid(extent=2.0, n=4).h, 1.0)
+
+
+def test_grid_log_density_matches_gaussian(prior3):
+    z = torch.randn(100, 2)
+    exact = -0.5 * z.pow(2).sum(1) - np.log(2 * np.pi)
+    assert torch.allclose(grid_log_density(prior3, z, 0, extent=6.0, n=241), exact, atol=1e-3)
+
+
+def test_grid_tv_exact_samples_near_floor_and_shifted_far(prior3):
+    torch.manual_seed(0)
+    exact = torch.randn(4000, 2)                         # p_0 = N(0, I): exact samples
+    tv, floor = grid_tv(prior3, exact, 0, extent=4.0, bins=12)
+    assert 0 < floor < 0.1 and tv < 2 * floor
+    tv_far, _ = grid_tv(prior3, exact + 3.0, 0, extent=4.0, bins=12)
+    assert tv_far > 0.8                                  # mostly outside p_0's mass (and partly outside the square)
+    outside, _ = grid_tv(prior3, torch.full((10, 2), 9.0), 0)
+    assert outside == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"shape \[N, 2\]"):
+        grid_tv(prior3, torch.randn(10, 3), 0)
+    with pytest.raises(ValueError, match="2-D latent"):
+        grid_tv(EBMPrior(3), torch.randn(10, 3), 0)

@@ -6,7 +6,7 @@ import torch
 
 from amdre import toys
 from amdre.toys import LOG2PI
-from amdre.viz import grid_points
+from amdre.grid import grid_points
 
 TOYS = {
     "gaussian": toys.Gaussian([0.5, -0.3], [[1.0, 0.3], [0.3, 0.5]]),

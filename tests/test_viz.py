@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from amdre import viz
+from amdre.grid import grid_log_density
 from amdre.prior import EBMPrior
 from conftest import TanhGenerator
 
@@ -14,15 +15,6 @@ def FakeGenerator():
     return TanhGenerator(nz=2, shape=(1, 8, 8))
 
 
-
-
-@pytest.fixture
-def prior3():
-    torch.manual_seed(0)
-    prior = EBMPrior(2)
-    for _ in range(3):
-        prior.add_stage()
-    return prior.requires_grad_(False)
 
 
 def test_plot_stage_panels_every_stage(prior3):
@@ -113,14 +105,11 @@ def test_stage_curves_and_plot():
         viz.stage_curves({"nce_loss": [1.0]})
 
 
-def test_grid_log_density_matches_gaussian(prior3):
-    z = torch.randn(100, 2)
-    exact = -0.5 * z.pow(2).sum(1) - np.log(2 * np.pi)
-    assert torch.allclose(viz.grid_log_density(prior3, z, 0, extent=6.0, n=241), exact, atol=1e-3)
+def test_grid_log_density_matches_stage_grid(prior3):
     g = viz.stage_grid(prior3, 1, 4.0, 50)
     i, j = 10, 37
     zij = torch.tensor([[g["xx"][i, j], g["yy"][i, j]]], dtype=torch.float32)
-    assert viz.grid_log_density(prior3, zij, 1, 4.0, 50).item() == pytest.approx(np.log(g["p_k"][i, j]), abs=1e-4)
+    assert grid_log_density(prior3, zij, 1, 4.0, 50).item() == pytest.approx(np.log(g["p_k"][i, j]), abs=1e-4)
 
 
 # --------------------------------------------------------------------------- 2-D density ratios (notebooks 01, 02)
@@ -201,21 +190,6 @@ def test_plot_log_ratio_slice_measures_from_origin():
     t, y = fig.axes[0].lines[0].get_data()
     assert t[0] == pytest.approx(-np.sqrt(2), abs=1e-5) and t[-1] == pytest.approx(np.sqrt(18), abs=1e-5)
     assert y[0] == pytest.approx(-3.0, abs=1e-5)
-
-
-def test_grid_tv_exact_samples_near_floor_and_shifted_far(prior3):
-    torch.manual_seed(0)
-    exact = torch.randn(4000, 2)                         # p_0 = N(0, I): exact samples
-    tv, floor = viz.latent.grid_tv(prior3, exact, 0, extent=4.0, bins=12)
-    assert 0 < floor < 0.1 and tv < 2 * floor
-    tv_far, _ = viz.latent.grid_tv(prior3, exact + 3.0, 0, extent=4.0, bins=12)
-    assert tv_far > 0.8                                  # mostly outside p_0's mass (and partly outside the square)
-    outside, _ = viz.latent.grid_tv(prior3, torch.full((10, 2), 9.0), 0)
-    assert outside == pytest.approx(1.0)
-    with pytest.raises(ValueError, match=r"shape \[N, 2\]"):
-        viz.latent.grid_tv(prior3, torch.randn(10, 3), 0)
-    with pytest.raises(ValueError, match="2-D latent"):
-        viz.latent.grid_tv(EBMPrior(3), torch.randn(10, 3), 0)
 
 
 def test_epoch_means_and_stage_epochs_plot():

@@ -15,9 +15,9 @@ from .diagram import plot_figure1
 from .evaluation import (plot_ablation, plot_auprc_table, plot_score_terms, plot_table3, ranked_grid,
                          show_ranked)
 from .images import image_grid, plot_trajectory_strip, save_grid, show_images, trajectory_animation
-from .latent import (epoch_means, grid_log_density, grid_tv, plot_curves, plot_latent_map, plot_stage,
-                     plot_stages, plot_stage_epochs, plot_stage_losses, stage_curves, stage_grid)
-from .ratios import (CHANCE_NCE, figure_slider, grid_points, plot_kl_sweep, plot_log_ratio_heatmaps,
+from .latent import (epoch_means, plot_curves, plot_latent_map, plot_stage, plot_stages, plot_stage_epochs,
+                     plot_stage_losses, stage_curves, stage_grid)
+from .ratios import (CHANCE_NCE, figure_slider, plot_kl_sweep, plot_log_ratio_heatmaps,
                      plot_log_ratio_slice, plot_losses, plot_tre_stage, plot_tre_stages, plot_waymarks)
 
 

@@ -3,14 +3,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..grid import grid_points
+
 CHANCE_NCE = 2 * np.log(2)          # Eq. 4's loss of a classifier that cannot tell p from q
-
-
-def grid_points(extent=3.0, n=120):
-    """A square n x n grid over [-extent, extent]^2 as ([n*n, 2] tensor, xx, yy)."""
-    t = torch.linspace(-extent, extent, n)
-    xx, yy = torch.meshgrid(t, t, indexing="xy")
-    return torch.stack([xx.flatten(), yy.flatten()], 1), xx.numpy(), yy.numpy()
 
 
 def _square(ax, extent, ticks: bool = True):
